@@ -1,0 +1,1 @@
+//! OTTL conditions (work in progress).

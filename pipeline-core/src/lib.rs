@@ -8,6 +8,7 @@ pub mod config;
 pub mod graph;
 pub mod payload;
 pub mod telemetry;
+pub mod timefmt;
 pub mod wire;
 
 pub use component::{

@@ -89,7 +89,7 @@ impl Consumer for DebugExporter {
         let n = payload.items() as u64;
         let seen = self.seen.fetch_add(1, Ordering::Relaxed);
         let sampled = seen < self.cfg.sampling_initial
-            || (seen - self.cfg.sampling_initial) % self.cfg.sampling_thereafter == 0;
+            || (seen - self.cfg.sampling_initial).is_multiple_of(self.cfg.sampling_thereafter);
         let signal = payload.signal();
         if self.cfg.verbosity == Verbosity::Basic || !sampled {
             tracing::info!(exporter = %self.id, data_type = %signal, items = n, "{}", signal_title(signal));

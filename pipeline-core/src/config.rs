@@ -269,11 +269,14 @@ impl Validate for TelemetryConfig {
     }
 }
 
+/// Parsed components of one kind: id -> (signals the type supports, parsed config).
+pub type Components<C> = BTreeMap<ComponentId, (Vec<Signal>, Box<C>)>;
+
 /// A validated configuration: every component parsed, every reference resolved.
 pub struct Config {
-    pub receivers: BTreeMap<ComponentId, (Vec<Signal>, Box<dyn ReceiverConfig>)>,
-    pub processors: BTreeMap<ComponentId, (Vec<Signal>, Box<dyn ProcessorConfig>)>,
-    pub exporters: BTreeMap<ComponentId, (Vec<Signal>, Box<dyn ExporterConfig>)>,
+    pub receivers: Components<dyn ReceiverConfig>,
+    pub processors: Components<dyn ProcessorConfig>,
+    pub exporters: Components<dyn ExporterConfig>,
     pub pipelines: BTreeMap<PipelineId, Pipeline>,
     pub telemetry: TelemetryConfig,
 }
@@ -305,7 +308,7 @@ fn parse_section<C: ?Sized>(
     section_name: &str,
     lookup: impl Fn(&str) -> Option<(Vec<Signal>, crate::component::ParseFn<C>)>,
     valid: Vec<&'static str>,
-) -> Result<BTreeMap<ComponentId, (Vec<Signal>, Box<C>)>, ConfigError> {
+) -> Result<Components<C>, ConfigError> {
     let mut out = BTreeMap::new();
     let Some(m) = section(root, section_name)? else {
         return Ok(out);

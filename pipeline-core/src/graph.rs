@@ -66,11 +66,13 @@ impl Consumer for Fanout {
     }
 }
 
+/// A pipeline's processors, head first.
+type ProcessorChain = Vec<(ComponentId, Arc<dyn Processor>)>;
+
 /// The built graph.
 pub struct Service {
     receivers: Vec<(ComponentId, Arc<dyn Receiver>)>,
-    /// Per pipeline, head first.
-    processors: Vec<(PipelineId, Vec<(ComponentId, Arc<dyn Processor>)>)>,
+    processors: Vec<(PipelineId, ProcessorChain)>,
     exporters: Vec<((ComponentId, Signal), Arc<dyn Exporter>)>,
 }
 

@@ -9,7 +9,11 @@ pub fn builtin() -> Registry {
             processors::batch::FACTORY,
             processors::memory_limiter::FACTORY,
         ],
-        exporters: vec![exporters::debug::FACTORY, exporters::nop::FACTORY],
+        exporters: vec![
+            exporters::debug::FACTORY,
+            exporters::nop::FACTORY,
+            exporters::prometheus::FACTORY,
+        ],
         aliases: vec![("otlp_grpc", "otlp"), ("otlp_http", "otlphttp")],
     }
 }

@@ -3,4 +3,5 @@
 //! `sonde` binary registers.
 
 pub mod batch;
+pub mod filter;
 pub mod memory_limiter;

@@ -8,6 +8,7 @@ pub fn builtin() -> Registry {
         processors: vec![
             processors::batch::FACTORY,
             processors::memory_limiter::FACTORY,
+            processors::filter::FACTORY,
         ],
         exporters: vec![
             exporters::debug::FACTORY,

@@ -14,6 +14,8 @@ pub fn builtin() -> Registry {
             exporters::debug::FACTORY,
             exporters::nop::FACTORY,
             exporters::prometheus::FACTORY,
+            exporters::otlp::OTLP_FACTORY,
+            exporters::otlphttp::OTLPHTTP_FACTORY,
         ],
         aliases: vec![("otlp_grpc", "otlp"), ("otlp_http", "otlphttp")],
     }

@@ -178,7 +178,11 @@ fn render(payload: &mut Payload, v: Verbosity) -> Result<String, String> {
         Signal::Traces => {
             let t = payload.traces().map_err(|e| e.to_string())?;
             for (ri, rs) in t.resource_spans.iter().enumerate() {
-                let rattrs = rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[]);
+                let rattrs = rs
+                    .resource
+                    .as_ref()
+                    .map(|r| &r.attributes[..])
+                    .unwrap_or(&[]);
                 if v == Verbosity::Detailed {
                     let _ = writeln!(out, "ResourceSpans #{ri}");
                     let _ = writeln!(out, "Resource SchemaURL: {}", rs.schema_url);
@@ -189,7 +193,8 @@ fn render(payload: &mut Payload, v: Verbosity) -> Result<String, String> {
                     if v == Verbosity::Detailed {
                         let _ = writeln!(out, "ScopeSpans #{si}");
                         let _ = writeln!(out, "ScopeSpans SchemaURL: {}", ss.schema_url);
-                        let _ = writeln!(out, "InstrumentationScope {} {}", scope.name, scope.version);
+                        let _ =
+                            writeln!(out, "InstrumentationScope {} {}", scope.name, scope.version);
                     }
                     for (i, s) in ss.spans.iter().enumerate() {
                         if v == Verbosity::Normal {
@@ -208,12 +213,24 @@ fn render(payload: &mut Payload, v: Verbosity) -> Result<String, String> {
                         let code = STATUS.get(status.code as usize).copied().unwrap_or("?");
                         let _ = writeln!(out, "Span #{i}");
                         let _ = writeln!(out, "    Trace ID       : {}", hex::encode(&s.trace_id));
-                        let _ = writeln!(out, "    Parent ID      : {}", hex::encode(&s.parent_span_id));
+                        let _ = writeln!(
+                            out,
+                            "    Parent ID      : {}",
+                            hex::encode(&s.parent_span_id)
+                        );
                         let _ = writeln!(out, "    ID             : {}", hex::encode(&s.span_id));
                         let _ = writeln!(out, "    Name           : {}", s.name);
                         let _ = writeln!(out, "    Kind           : {kind}");
-                        let _ = writeln!(out, "    Start time     : {}", format_go_utc(s.start_time_unix_nano));
-                        let _ = writeln!(out, "    End time       : {}", format_go_utc(s.end_time_unix_nano));
+                        let _ = writeln!(
+                            out,
+                            "    Start time     : {}",
+                            format_go_utc(s.start_time_unix_nano)
+                        );
+                        let _ = writeln!(
+                            out,
+                            "    End time       : {}",
+                            format_go_utc(s.end_time_unix_nano)
+                        );
                         let _ = writeln!(out, "    Status code    : {code}");
                         let _ = writeln!(out, "    Status message : {}", status.message);
                         attrs(&mut out, "Attributes", &s.attributes);
@@ -224,7 +241,11 @@ fn render(payload: &mut Payload, v: Verbosity) -> Result<String, String> {
         Signal::Metrics => {
             let m = payload.metrics().map_err(|e| e.to_string())?;
             for (ri, rm) in m.resource_metrics.iter().enumerate() {
-                let rattrs = rm.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[]);
+                let rattrs = rm
+                    .resource
+                    .as_ref()
+                    .map(|r| &r.attributes[..])
+                    .unwrap_or(&[]);
                 if v == Verbosity::Detailed {
                     let _ = writeln!(out, "ResourceMetrics #{ri}");
                     attrs(&mut out, "Resource attributes", rattrs);
@@ -261,7 +282,12 @@ fn render(payload: &mut Payload, v: Verbosity) -> Result<String, String> {
                 for sl in &rl.scope_logs {
                     for (i, r) in sl.log_records.iter().enumerate() {
                         if v == Verbosity::Normal {
-                            let _ = writeln!(out, "{} {}", any_value_text(&r.body), flat_attrs(&r.attributes));
+                            let _ = writeln!(
+                                out,
+                                "{} {}",
+                                any_value_text(&r.body),
+                                flat_attrs(&r.attributes)
+                            );
                         } else {
                             let _ = writeln!(out, "LogRecord #{i}");
                             let _ = writeln!(out, "Timestamp: {}", format_go_utc(r.time_unix_nano));

@@ -62,7 +62,10 @@ pub fn apply_set(root: &mut Value, set: &str) -> Result<(), ConfigError> {
         key.split('.').collect()
     };
     if parts.iter().any(|p| p.is_empty()) {
-        return Err(ConfigError::new("--set", format!("{set:?} has an empty key")));
+        return Err(ConfigError::new(
+            "--set",
+            format!("{set:?} has an empty key"),
+        ));
     }
     let value: Value = serde_yaml::from_str(val).unwrap_or(Value::String(val.to_string()));
     let mut over = value;
@@ -77,7 +80,10 @@ pub fn apply_set(root: &mut Value, set: &str) -> Result<(), ConfigError> {
 
 /// Expands `${env:X}`, `${X}`, `${env:X:-default}` and `$$` in every string of the tree.
 /// A string that is exactly one `${...}` takes the YAML type of its expansion.
-pub fn expand_env(v: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+pub fn expand_env(
+    v: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     match v {
         Value::String(s) => {
             if !s.contains('$') {
@@ -123,9 +129,9 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| {
-                ConfigError::new("config", format!("unterminated ${{ in {s:?}"))
-            })?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| ConfigError::new("config", format!("unterminated ${{ in {s:?}")))?;
             let inner = &body[..end];
             let spec = inner.strip_prefix("env:").unwrap_or(inner);
             let (name, default) = match spec.split_once(":-") {
@@ -133,9 +139,7 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 None => (spec, None),
             };
             let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 return Err(ConfigError::new(
@@ -147,7 +151,10 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    tracing::warn!(variable = name, "environment variable is not set; using \"\"")
+                    tracing::warn!(
+                        variable = name,
+                        "environment variable is not set; using \"\""
+                    )
                 }
             }
             rest = &body[end + 1..];
@@ -356,7 +363,10 @@ impl Config {
         for k in root.keys() {
             let key = key_str(k, "config")?;
             if !TOP.contains(&key) {
-                return Err(ConfigError::new("config", format!("'' has invalid keys: {key}")));
+                return Err(ConfigError::new(
+                    "config",
+                    format!("'' has invalid keys: {key}"),
+                ));
             }
         }
         let receivers = parse_section(
@@ -553,6 +563,9 @@ f: ${MISSING}
         apply_set(&mut a, "x.a=hello").unwrap();
         apply_set(&mut a, "processors::batch::timeout=2s").unwrap();
         assert_eq!(a["x"]["a"], Value::String("hello".into()));
-        assert_eq!(a["processors"]["batch"]["timeout"], Value::String("2s".into()));
+        assert_eq!(
+            a["processors"]["batch"]["timeout"],
+            Value::String("2s".into())
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod component;
 pub mod config;
+pub mod duration;
 pub mod graph;
 pub mod payload;
 pub mod telemetry;
@@ -14,8 +15,8 @@ pub mod wire;
 pub use component::{
     parse_component, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer, Exporter,
     ExporterConfig, ExporterContext, ExporterFactory, Lifecycle, PipelineId, Processor,
-    ProcessorConfig, ProcessorContext, ProcessorFactory, Receiver, ReceiverConfig,
-    ReceiverContext, ReceiverFactory, Registry, Validate,
+    ProcessorConfig, ProcessorContext, ProcessorFactory, Receiver, ReceiverConfig, ReceiverContext,
+    ReceiverFactory, Registry, Validate,
 };
 pub use config::Config;
 pub use graph::Service;

@@ -156,21 +156,22 @@ impl Telemetry {
                 };
                 let tel = tel.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let tel = tel.clone();
-                        async move {
-                            let resp = if req.uri().path() == "/metrics" {
-                                Response::builder()
-                                    .header("content-type", "text/plain; version=0.0.4")
-                                    .body(Full::new(Bytes::from(tel.render())))
-                            } else {
-                                Response::builder()
-                                    .status(404)
-                                    .body(Full::new(Bytes::from_static(b"not found\n")))
-                            };
-                            resp.map_err(std::io::Error::other)
-                        }
-                    });
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let tel = tel.clone();
+                            async move {
+                                let resp = if req.uri().path() == "/metrics" {
+                                    Response::builder()
+                                        .header("content-type", "text/plain; version=0.0.4")
+                                        .body(Full::new(Bytes::from(tel.render())))
+                                } else {
+                                    Response::builder()
+                                        .status(404)
+                                        .body(Full::new(Bytes::from_static(b"not found\n")))
+                                };
+                                resp.map_err(std::io::Error::other)
+                            }
+                        });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;

@@ -42,7 +42,15 @@ pub fn fields(buf: &[u8], base: usize) -> Fields<'_> {
     Fields { buf, pos: 0, base }
 }
 
+#[inline]
 fn read_varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireError> {
+    // Most tags and short lengths fit in one byte.
+    if let Some(&b) = buf.get(*pos) {
+        if b < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(b));
+        }
+    }
     let mut v: u64 = 0;
     for i in 0..10 {
         let b = *buf.get(*pos).ok_or(WireError::Varint(base + *pos))?;
@@ -255,7 +263,11 @@ impl Halves {
 
 /// Splits an encoded request so the front holds at most `max_items` items (at least one leaf, so
 /// a split always makes progress). Returns `(front, rest, items in front)`.
-pub fn split(signal: Signal, buf: &[u8], max_items: usize) -> Result<(Bytes, Bytes, usize), WireError> {
+pub fn split(
+    signal: Signal,
+    buf: &[u8],
+    max_items: usize,
+) -> Result<(Bytes, Bytes, usize), WireError> {
     let mut front = BytesMut::new();
     let mut rest = BytesMut::new();
     let mut taken = 0usize;

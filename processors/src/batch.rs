@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pipeline_core::telemetry::ProcessorMetrics;
 use pipeline_core::{
-    parse_component, ComponentError, ConsumeError, Consumer, Lifecycle, Payload,
-    Processor, ProcessorConfig, ProcessorContext, ProcessorFactory, Signal, Validate,
+    parse_component, ComponentError, ConsumeError, Consumer, Lifecycle, Payload, Processor,
+    ProcessorConfig, ProcessorContext, ProcessorFactory, Signal, Validate,
 };
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ pub struct BatchConfig {
     pub send_batch_size: usize,
     /// Upper bound on items per send; 0 = no bound.
     pub send_batch_max_size: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pipeline_core::duration")]
     pub timeout: Duration,
     /// Accepted for compatibility; batching by request metadata is not supported.
     pub metadata_keys: Vec<String>,
@@ -337,6 +337,9 @@ mod tests {
         assert!((FACTORY.parse)(&v, "processors::batch").is_err());
         let v: serde_yaml::Value = serde_yaml::from_str("send_batch_sise: 10").unwrap();
         let e = (FACTORY.parse)(&v, "processors::batch").err().unwrap();
-        assert!(e.to_string().contains("has invalid keys: send_batch_sise"), "{e}");
+        assert!(
+            e.to_string().contains("has invalid keys: send_batch_sise"),
+            "{e}"
+        );
     }
 }

@@ -27,7 +27,7 @@ const MIB: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryLimiterConfig {
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pipeline_core::duration")]
     pub check_interval: Duration,
     pub limit_mib: u64,
     pub spike_limit_mib: u64,
@@ -59,12 +59,12 @@ impl Validate for MemoryLimiterConfig {
             return Err("'spike_limit_mib' must be smaller than 'limit_mib'".into());
         }
         if self.limit_percentage > 100 || self.spike_limit_percentage > 100 {
-            return Err("'limit_percentage' and 'spike_limit_percentage' must be at most 100".into());
+            return Err(
+                "'limit_percentage' and 'spike_limit_percentage' must be at most 100".into(),
+            );
         }
         if self.limit_percentage > 0 && self.spike_limit_percentage >= self.limit_percentage {
-            return Err(
-                "'spike_limit_percentage' must be smaller than 'limit_percentage'".into(),
-            );
+            return Err("'spike_limit_percentage' must be smaller than 'limit_percentage'".into());
         }
         Ok(())
     }
@@ -143,7 +143,10 @@ impl Shared {
                     "memory usage above the soft limit; refusing data"
                 );
             } else {
-                tracing::info!(rss_mib = rss / MIB, "memory usage back below the soft limit");
+                tracing::info!(
+                    rss_mib = rss / MIB,
+                    "memory usage back below the soft limit"
+                );
             }
         }
     }
@@ -305,7 +308,10 @@ mod tests {
             sampler: || Some(90 * MIB),
         };
         ml.start().await.unwrap();
-        let e = ml.consume(Payload::empty(Signal::Traces)).await.unwrap_err();
+        let e = ml
+            .consume(Payload::empty(Signal::Traces))
+            .await
+            .unwrap_err();
         assert!(e.is_retryable());
         ml.shared.check(10 * MIB);
         ml.shutdown().await.unwrap();

@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
+pub use pipeline_core::duration::GoDuration;
 use pipeline_core::Validate;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::Deserializer;
 use serde::Deserialize;
 
 pub const DEFAULT_GRPC_ENDPOINT: &str = "localhost:4317";
@@ -248,80 +248,6 @@ impl TlsServerConfig {
     }
 }
 
-/// A duration written the way the reference (Go) reads it: `5s`, `1m30s`, `1.5s`, `300ms`,
-/// or an integer number of nanoseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GoDuration(pub Duration);
-
-impl GoDuration {
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        if s == "0" {
-            return Ok(Duration::ZERO);
-        }
-        let body = s.strip_prefix('+').unwrap_or(s);
-        if body.is_empty() || body.starts_with('-') {
-            return Err(format!(
-                "invalid duration {s:?} (expected e.g. \"5s\", \"1m30s\")"
-            ));
-        }
-        let mut nanos = 0f64;
-        let mut rest = body;
-        while !rest.is_empty() {
-            let n = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(rest.len());
-            let value: f64 = rest[..n]
-                .parse()
-                .map_err(|_| format!("invalid duration {s:?}"))?;
-            rest = &rest[n..];
-            let u = rest
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(rest.len());
-            let scale = match &rest[..u] {
-                "ns" => 1.0,
-                "us" | "µs" | "μs" => 1e3,
-                "ms" => 1e6,
-                "s" => 1e9,
-                "m" => 60e9,
-                "h" => 3600e9,
-                "" => return Err(format!("missing unit in duration {s:?}")),
-                other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
-            };
-            rest = &rest[u..];
-            nanos += value * scale;
-        }
-        if !nanos.is_finite() || nanos > u64::MAX as f64 {
-            return Err(format!("duration {s:?} is out of range"));
-        }
-        Ok(Duration::from_nanos(nanos.round() as u64))
-    }
-}
-
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = GoDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"5s\" or an integer number of nanoseconds")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
-                GoDuration::parse(v).map(GoDuration).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
-                Ok(GoDuration(Duration::from_nanos(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                u64::try_from(v)
-                    .map(|n| GoDuration(Duration::from_nanos(n)))
-                    .map_err(|_| E::custom(format!("duration {v} is negative")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// Where a server listens: a host (name or IP, possibly empty for "every interface") and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -466,6 +392,7 @@ fn validate_http(h: &HttpConfig) -> Result<(), String> {
 mod tests {
     use super::*;
     use pipeline_core::parse_component;
+    use std::time::Duration;
 
     fn parse(yaml: &str) -> Result<OtlpReceiverConfig, pipeline_core::ConfigError> {
         let v: serde_yaml::Value = serde_yaml::from_str(yaml).expect("test yaml");

@@ -161,14 +161,14 @@ impl TlsClientConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     pub enabled: bool,
-    #[serde(with = "super::duration")]
+    #[serde(with = "pipeline_core::duration")]
     pub initial_interval: Duration,
     pub randomization_factor: f64,
     pub multiplier: f64,
-    #[serde(with = "super::duration")]
+    #[serde(with = "pipeline_core::duration")]
     pub max_interval: Duration,
     /// Total time spent retrying one batch; zero means no limit.
-    #[serde(with = "super::duration")]
+    #[serde(with = "pipeline_core::duration")]
     pub max_elapsed_time: Duration,
 }
 

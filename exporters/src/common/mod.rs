@@ -2,7 +2,6 @@
 //! client TLS and the connector, retry (classification, backoff, loop), and the sending queue.
 
 pub mod config;
-pub mod duration;
 pub mod queue;
 pub mod retry;
 pub mod rpc;

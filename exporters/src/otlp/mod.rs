@@ -42,7 +42,7 @@ pub struct OtlpGrpcConfig {
     pub headers: BTreeMap<String, String>,
     pub compression: Compression,
     /// Deadline of each attempt.
-    #[serde(with = "crate::common::duration")]
+    #[serde(with = "pipeline_core::duration")]
     pub timeout: Duration,
     pub retry_on_failure: RetryConfig,
     pub sending_queue: QueueConfig,
@@ -72,10 +72,10 @@ impl Default for OtlpGrpcConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct KeepaliveConfig {
     /// Ping after this long without activity; zero disables pings.
-    #[serde(with = "crate::common::duration")]
+    #[serde(with = "pipeline_core::duration")]
     pub time: Duration,
     /// Close the connection when a ping is not answered within this.
-    #[serde(with = "crate::common::duration")]
+    #[serde(with = "pipeline_core::duration")]
     pub timeout: Duration,
     /// Ping even when no request is in flight.
     pub permit_without_stream: bool,

@@ -58,7 +58,7 @@ pub struct OtlpHttpConfig {
     pub compression: Compression,
     pub encoding: Encoding,
     /// Deadline of each attempt.
-    #[serde(with = "crate::common::duration")]
+    #[serde(with = "pipeline_core::duration")]
     pub timeout: Duration,
     pub retry_on_failure: RetryConfig,
     pub sending_queue: QueueConfig,

@@ -80,7 +80,7 @@ pub struct PrometheusConfig {
     #[serde(deserialize_with = "scalar_map")]
     pub const_labels: BTreeMap<String, String>,
     pub send_timestamps: bool,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pipeline_core::duration")]
     pub metric_expiration: Duration,
     pub resource_to_telemetry_conversion: ResourceToTelemetryConfig,
     pub enable_open_metrics: bool,

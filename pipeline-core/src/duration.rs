@@ -53,7 +53,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_ns.round() as u64))
 }
 
-/// For `#[serde(with = "crate::common::duration")]`.
+/// For `#[serde(with = "pipeline_core::duration")]`.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct V;
     impl Visitor<'_> for V {
@@ -74,6 +74,22 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
         }
     }
     d.deserialize_any(V)
+}
+
+/// A [`Duration`] field read with [`parse`], for configs that keep it optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GoDuration(pub Duration);
+
+impl GoDuration {
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        parse(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize(d).map(GoDuration)
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,11 @@ use pipeline_core::{Config, Service, Signal, Telemetry};
 const DEFAULT_CONFIG: &str = include_str!("../../configs/default.yaml");
 
 #[derive(Parser)]
-#[command(name = "sonde", version, about = "A drop-in OpenTelemetry Collector with a built-in eBPF receiver")]
+#[command(
+    name = "sonde",
+    version,
+    about = "A drop-in OpenTelemetry Collector with a built-in eBPF receiver"
+)]
 struct Cli {
     /// Config source: a file path, `file:PATH`, `env:VAR` or `yaml:INLINE`. Repeatable; merged
     /// left to right (maps merge, lists are replaced).
@@ -104,27 +108,34 @@ fn run(cli: Cli) -> Result<()> {
 
 fn components() -> String {
     let reg = registry::builtin();
-    let signals = |s: &[Signal]| {
-        s.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let signals = |s: &[Signal]| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
     let mut out = format!(
         "buildinfo:\n  command: sonde\n  version: {}\n",
         env!("CARGO_PKG_VERSION")
     );
     out.push_str("receivers:\n");
     for f in &reg.receivers {
-        out.push_str(&format!("  - name: {}\n    signals: [{}]\n", f.type_name, signals(f.signals)));
+        out.push_str(&format!(
+            "  - name: {}\n    signals: [{}]\n",
+            f.type_name,
+            signals(f.signals)
+        ));
     }
     out.push_str("processors:\n");
     for f in &reg.processors {
-        out.push_str(&format!("  - name: {}\n    signals: [{}]\n", f.type_name, signals(f.signals)));
+        out.push_str(&format!(
+            "  - name: {}\n    signals: [{}]\n",
+            f.type_name,
+            signals(f.signals)
+        ));
     }
     out.push_str("exporters:\n");
     for f in &reg.exporters {
-        out.push_str(&format!("  - name: {}\n    signals: [{}]\n", f.type_name, signals(f.signals)));
+        out.push_str(&format!(
+            "  - name: {}\n    signals: [{}]\n",
+            f.type_name,
+            signals(f.signals)
+        ));
     }
     for (alias, canonical) in &reg.aliases {
         out.push_str(&format!("  - name: {alias}\n    alias_of: {canonical}\n"));

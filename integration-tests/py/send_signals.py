@@ -173,12 +173,13 @@ def main():
     ap.add_argument("--instance", required=True)
     ap.add_argument("--spans", type=int, default=0)
     ap.add_argument("--metrics", type=int, default=0, help="histogram recordings (0: no metrics)")
+    ap.add_argument("--attr", action="append", default=[], help="extra resource attribute k=v")
     args = ap.parse_args()
 
-    resource = Resource.create({
-        "service.name": args.service,
-        "service.instance.id": args.instance,
-    })
+    attrs = dict(a.split("=", 1) for a in args.attr)
+    attrs["service.name"] = args.service
+    attrs["service.instance.id"] = args.instance
+    resource = Resource.create(attrs)
     out = {"service": args.service, "instance": args.instance, "spans": [], "metrics": None}
     failures = 0
     if args.spans > 0:

@@ -63,27 +63,49 @@ fn backend_down_ten_seconds_then_every_accepted_span_arrives() {
     let (grpc, http, sink, metrics) = (free_port(), free_port(), free_port(), free_port());
     let _sonde = start(
         &dir,
-        &config(grpc, http, sink, metrics, "{enabled: true, num_consumers: 4, queue_size: 1000}"),
+        &config(
+            grpc,
+            http,
+            sink,
+            metrics,
+            "{enabled: true, num_consumers: 4, queue_size: 1000}",
+        ),
         grpc,
     );
     // 200 requests x 100 spans while nothing listens on the sink port.
     let started = std::time::Instant::now();
     let acked = otlp::send_blocking(grpc, 200, 100);
-    assert_eq!(acked, 20_000, "sonde accepted everything while the backend was down");
+    assert_eq!(
+        acked, 20_000,
+        "sonde accepted everything while the backend was down"
+    );
     let remaining = Duration::from_secs(10).saturating_sub(started.elapsed());
     std::thread::sleep(remaining);
-    assert_eq!(metric(metrics, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"), 0.0);
+    assert_eq!(
+        metric(metrics, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"),
+        0.0
+    );
 
     let server = CaptureServer::start(sink);
     assert!(
-        wait_until(Duration::from_secs(30), || server.capture.span_count() >= 20_000),
+        wait_until(Duration::from_secs(30), || server.capture.span_count()
+            >= 20_000),
         "arrived {} of 20000",
         server.capture.span_count()
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(server.capture.span_count(), 20_000, "no duplicates either");
-    assert_eq!(metric(metrics, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"), 20_000.0);
-    assert_eq!(metric(metrics, "otelcol_exporter_enqueue_failed_spans{exporter=\"otlp\"}"), 0.0);
+    assert_eq!(
+        metric(metrics, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"),
+        20_000.0
+    );
+    assert_eq!(
+        metric(
+            metrics,
+            "otelcol_exporter_enqueue_failed_spans{exporter=\"otlp\"}"
+        ),
+        0.0
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -93,7 +115,13 @@ fn queue_overflow_is_counted_exactly() {
     let (grpc, http, sink, metrics) = (free_port(), free_port(), free_port(), free_port());
     let _sonde = start(
         &dir,
-        &config(grpc, http, sink, metrics, "{enabled: true, num_consumers: 1, queue_size: 3}"),
+        &config(
+            grpc,
+            http,
+            sink,
+            metrics,
+            "{enabled: true, num_consumers: 1, queue_size: 3}",
+        ),
         grpc,
     );
     let acked = otlp::send_blocking(grpc, 100, 100);
@@ -151,12 +179,22 @@ fn malformed_payloads_never_crash_the_receiver() {
         grpc,
     );
     wait_for_port(http, Duration::from_secs(10));
-    let garbage: [&[u8]; 4] = [b"\x0a\xff\xff\xff\xff\x0f", b"\x0b\x0c", b"hello", &[0xff; 64]];
+    let garbage: [&[u8]; 4] = [
+        b"\x0a\xff\xff\xff\xff\x0f",
+        b"\x0b\x0c",
+        b"hello",
+        &[0xff; 64],
+    ];
     for g in garbage {
         let r = post(http, "/v1/traces", "application/x-protobuf", g);
         assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     }
-    for j in ["{", "{\"resourceSpans\": 5}", "[]", "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}"] {
+    for j in [
+        "{",
+        "{\"resourceSpans\": 5}",
+        "[]",
+        "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}",
+    ] {
         let r = post(http, "/v1/traces", "application/json", j.as_bytes());
         assert!(r.starts_with("HTTP/1.1 400"), "{j}: {r}");
     }
@@ -170,9 +208,17 @@ fn malformed_payloads_never_crash_the_receiver() {
         br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"j"}}]},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"json","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000"}]}]}]}"#,
     );
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-    assert!(wait_until(Duration::from_secs(10), || server.capture.span_count() == 11));
-    assert!(sonde.child.try_wait().unwrap().is_none(), "sonde is still running");
-    let st = sonde.terminate(Duration::from_secs(15)).expect("graceful exit");
+    assert!(wait_until(Duration::from_secs(10), || server
+        .capture
+        .span_count()
+        == 11));
+    assert!(
+        sonde.child.try_wait().unwrap().is_none(),
+        "sonde is still running"
+    );
+    let st = sonde
+        .terminate(Duration::from_secs(15))
+        .expect("graceful exit");
     assert!(st.success(), "{st:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -190,8 +236,14 @@ fn sigterm_drains_in_flight_data() {
     assert_eq!(otlp::send_blocking(grpc, 10, 100), 1000);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.capture.span_count(), 0, "still batched");
-    let st = sonde.terminate(Duration::from_secs(20)).expect("graceful exit");
+    let st = sonde
+        .terminate(Duration::from_secs(20))
+        .expect("graceful exit");
     assert!(st.success());
-    assert_eq!(server.capture.span_count(), 1000, "shutdown flushed the batch");
+    assert_eq!(
+        server.capture.span_count(),
+        1000,
+        "shutdown flushed the batch"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -46,10 +46,7 @@ service:
 
 fn start_sonde(dir: &Path, yaml: &str, wait_port: u16) -> Proc {
     let cfg = write_config(dir, "sonde.yaml", yaml);
-    let p = Proc::spawn(
-        "sonde",
-        Command::new(bin("sonde")).arg("--config").arg(cfg),
-    );
+    let p = Proc::spawn("sonde", Command::new(bin("sonde")).arg("--config").arg(cfg));
     wait_for_port(wait_port, Duration::from_secs(20));
     p
 }
@@ -79,11 +76,22 @@ fn start_rotel(dir: &Path, grpc: u16, http: u16, export_to: u16) -> Proc {
 }
 
 /// Runs the Python sender; returns the spans it reports as sent, by span id.
-fn python_send(protocol: &str, endpoint: &str, service: &str) -> HashMap<String, serde_json::Value> {
+fn python_send(
+    protocol: &str,
+    endpoint: &str,
+    service: &str,
+) -> HashMap<String, serde_json::Value> {
     let script = workspace_root().join("integration-tests/py/send_spans.py");
     let out = Command::new("python3")
         .arg(script)
-        .args(["--protocol", protocol, "--endpoint", endpoint, "--service", service])
+        .args([
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--service",
+            service,
+        ])
         .args(["--spans", &SPANS.to_string()])
         .output()
         .expect("python3");
@@ -121,7 +129,9 @@ fn assert_arrived(cap: &Capture, sent: &HashMap<String, serde_json::Value>, serv
             assert_eq!(ss.scope.as_ref().unwrap().name, "sonde.it");
             for s in &ss.spans {
                 let id = hex::encode(&s.span_id);
-                let want = sent.get(&id).unwrap_or_else(|| panic!("unexpected span {id}"));
+                let want = sent
+                    .get(&id)
+                    .unwrap_or_else(|| panic!("unexpected span {id}"));
                 assert_eq!(hex::encode(&s.trace_id), want["trace_id"].as_str().unwrap());
                 assert_eq!(s.name, want["name"].as_str().unwrap());
                 assert_eq!(s.start_time_unix_nano, want["start"].as_u64().unwrap());
@@ -132,7 +142,11 @@ fn assert_arrived(cap: &Capture, sent: &HashMap<String, serde_json::Value>, serv
                     .iter()
                     .map(|kv| (kv.key.clone(), to_json(&kv.value)))
                     .collect();
-                assert_eq!(serde_json::Value::Object(attrs), want["attributes"], "span {id}");
+                assert_eq!(
+                    serde_json::Value::Object(attrs),
+                    want["attributes"],
+                    "span {id}"
+                );
                 seen += 1;
             }
         }
@@ -149,9 +163,14 @@ fn python_sdk_grpc_and_http_into_sonde() {
     wait_for_port(http, Duration::from_secs(10));
 
     let via_grpc = python_send("grpc", &format!("127.0.0.1:{grpc}"), "py-grpc");
-    let via_http = python_send("http", &format!("http://127.0.0.1:{http}/v1/traces"), "py-http");
+    let via_http = python_send(
+        "http",
+        &format!("http://127.0.0.1:{http}/v1/traces"),
+        "py-http",
+    );
     assert!(
-        wait_until(Duration::from_secs(20), || server.capture.span_count() >= 2 * SPANS),
+        wait_until(Duration::from_secs(20), || server.capture.span_count()
+            >= 2 * SPANS),
         "arrived {} of {}",
         server.capture.span_count(),
         2 * SPANS
@@ -185,11 +204,16 @@ fn sonde_exports_into_rotel() {
     let (rotel_grpc, rotel_http, sink) = (free_port(), free_port(), free_port());
     let server = CaptureServer::start(sink);
     let _rotel = start_rotel(&dir, rotel_grpc, rotel_http, sink);
-    let _sonde = start_sonde(&dir, &sonde_config(grpc, http, rotel_grpc, metrics, "none"), grpc);
+    let _sonde = start_sonde(
+        &dir,
+        &sonde_config(grpc, http, rotel_grpc, metrics, "none"),
+        grpc,
+    );
 
     let sent = python_send("grpc", &format!("127.0.0.1:{grpc}"), "py-via-rotel");
     assert!(
-        wait_until(Duration::from_secs(20), || server.capture.span_count() >= SPANS),
+        wait_until(Duration::from_secs(20), || server.capture.span_count()
+            >= SPANS),
         "arrived {} of {SPANS}",
         server.capture.span_count()
     );
@@ -210,7 +234,8 @@ fn rotel_exports_into_sonde() {
 
     let sent = python_send("grpc", &format!("127.0.0.1:{rotel_grpc}"), "py-from-rotel");
     assert!(
-        wait_until(Duration::from_secs(20), || server.capture.span_count() >= SPANS),
+        wait_until(Duration::from_secs(20), || server.capture.span_count()
+            >= SPANS),
         "arrived {} of {SPANS}",
         server.capture.span_count()
     );

@@ -57,20 +57,47 @@ scrape_configs:
 }
 
 fn start_prometheus(dir: &Path, config: &Path, port: u16) -> Proc {
-    let p = Proc::spawn(
+    let log = dir.join("prometheus.log");
+    let mut p = Proc::spawn(
         "prometheus",
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(
-                std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log"),
+                std::fs::File::create(&log).expect("prometheus log"),
             )),
     );
-    wait_for_port(port, Duration::from_secs(20));
+    wait_listening(&mut p, &[port], &log);
     p
+}
+
+/// Waits until every port listens, failing at once (with Sonde's log) if the process exits:
+/// a start-up error must not look like a slow start.
+fn wait_listening(p: &mut Proc, ports: &[u16], log: &Path) {
+    let up = wait_until(Duration::from_secs(20), || {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!(
+                "{} exited during start-up ({status}):\n{}",
+                p.name,
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        ports
+            .iter()
+            .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+    });
+    assert!(
+        up,
+        "{} does not listen on all of {ports:?}:\n{}",
+        p.name,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 fn percent_encode(s: &str) -> String {
@@ -86,7 +113,10 @@ fn percent_encode(s: &str) -> String {
 
 /// An instant query through Prometheus' HTTP API; `None` until it answers with success.
 fn query(port: u16, promql: &str) -> Option<Vec<Value>> {
-    let body = http_get(port, &format!("/api/v1/query?query={}", percent_encode(promql)))?;
+    let body = http_get(
+        port,
+        &format!("/api/v1/query?query={}", percent_encode(promql)),
+    )?;
     let v: Value = serde_json::from_str(&body).ok()?;
     if v["status"] != "success" {
         return None;
@@ -109,7 +139,12 @@ fn wait_value(port: u16, promql: &str) -> f64 {
         got = single_value(port, promql);
         got.is_some()
     });
-    got.unwrap_or_else(|| panic!("Prometheus has no single series for {promql}: {:?}", query(port, promql)))
+    got.unwrap_or_else(|| {
+        panic!(
+            "Prometheus has no single series for {promql}: {:?}",
+            query(port, promql)
+        )
+    })
 }
 
 fn run_sender(http: u16, service: &str, instance: &str) -> Value {
@@ -137,13 +172,23 @@ fn python_metrics_through_sonde_scraped_by_prometheus() {
     let (http, prom_exporter, telemetry, prom_server) =
         (free_port(), free_port(), free_port(), free_port());
 
-    let cfg = write_config(&dir, "sonde.yaml", &sonde_config(http, prom_exporter, telemetry));
-    let _sonde = Proc::spawn(
-        "sonde",
-        Command::new(bin("sonde")).arg("--config").arg(cfg),
+    let cfg = write_config(
+        &dir,
+        "sonde.yaml",
+        &sonde_config(http, prom_exporter, telemetry),
     );
-    wait_for_port(http, Duration::from_secs(20));
-    wait_for_port(prom_exporter, Duration::from_secs(10));
+    let sonde_log = dir.join("sonde.log");
+    let mut sonde = Proc::spawn(
+        "sonde",
+        Command::new(bin("sonde"))
+            .arg("--config")
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(&sonde_log).expect("sonde log"),
+            )),
+    );
+    wait_listening(&mut sonde, &[http, prom_exporter, telemetry], &sonde_log);
 
     let prom_cfg = write_config(&dir, "prometheus.yml", &prometheus_config(prom_exporter));
     let _prometheus = start_prometheus(&dir, &prom_cfg, prom_server);
@@ -178,7 +223,7 @@ fn python_metrics_through_sonde_scraped_by_prometheus() {
         String::from_utf8_lossy(&lint.stderr)
     );
 
-    // The scrape target is healthy.
+    // Wait for a scrape that saw every recording; the target must be healthy.
     let hist = format!("{NS}_http_server_request_duration_seconds");
     assert!(
         wait_until(Duration::from_secs(30), || {
@@ -220,7 +265,10 @@ fn python_metrics_through_sonde_scraped_by_prometheus() {
         );
         let sum = wait_value(prom_server, &format!("{hist}_sum{{{sel}}}"));
         let want_sum: f64 = values.iter().sum();
-        assert!((sum - want_sum).abs() < 1e-9, "{sel}: sum {sum} != {want_sum}");
+        assert!(
+            (sum - want_sum).abs() < 1e-9,
+            "{sel}: sum {sum} != {want_sum}"
+        );
 
         let buckets = query(prom_server, &format!("{hist}_bucket{{{sel}}}")).expect("buckets");
         // Every explicit boundary plus +Inf.
@@ -250,7 +298,10 @@ fn python_metrics_through_sonde_scraped_by_prometheus() {
     // Monotonic counter -> `_total`; up-down counter and gauge -> gauges.
     let who = format!(r#"job="{service}",instance="{instance}""#);
     assert_eq!(
-        wait_value(prom_server, &format!("{NS}_sonde_it_processed_total{{{who}}}")),
+        wait_value(
+            prom_server,
+            &format!("{NS}_sonde_it_processed_total{{{who}}}")
+        ),
         metrics["counter_total"].as_f64().expect("counter_total")
     );
     assert_eq!(
@@ -258,7 +309,10 @@ fn python_metrics_through_sonde_scraped_by_prometheus() {
         metrics["updown"].as_f64().expect("updown")
     );
     assert_eq!(
-        wait_value(prom_server, &format!("{NS}_sonde_it_memory_usage_bytes{{{who}}}")),
+        wait_value(
+            prom_server,
+            &format!("{NS}_sonde_it_memory_usage_bytes{{{who}}}")
+        ),
         metrics["gauge"].as_f64().expect("gauge")
     );
     // The TYPE lines reached Prometheus' metadata as well.

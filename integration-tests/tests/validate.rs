@@ -22,7 +22,10 @@ fn validate(args: &[&str]) -> (i32, String) {
 #[test]
 fn seed_production_configs_validate() {
     let dir = shared_dir().join("seed/production");
-    for f in ["otel-collector-config.yml", "otel-collector-config.filtered.yml"] {
+    for f in [
+        "otel-collector-config.yml",
+        "otel-collector-config.filtered.yml",
+    ] {
         let p = dir.join(f);
         let (code, text) = validate(&["--config", p.to_str().unwrap()]);
         assert_eq!(code, 0, "{f}: {text}");

@@ -48,6 +48,8 @@ pub struct LoadReport {
     pub failed_spans: u64,
     pub acked_requests: u64,
     pub failed_requests: u64,
+    /// Requests resent after an Unavailable answer.
+    pub retries: u64,
     /// Spans never sent because the time limit was hit.
     pub unsent_spans: u64,
     pub elapsed: Duration,
@@ -140,8 +142,14 @@ async fn send_one(
     }
 }
 
+/// gRPC status 14: the server asks the client to back off and resend.
+fn is_unavailable(e: &str) -> bool {
+    e.starts_with("grpc-status 14 ")
+}
+
 struct Shared {
     next: AtomicU64,
+    retries: AtomicU64,
     acked_spans: AtomicU64,
     failed_spans: AtomicU64,
     acked_requests: AtomicU64,
@@ -153,6 +161,7 @@ struct Shared {
 pub async fn run(cfg: &LoadConfig, channels: Vec<Channel>, set: Arc<RequestSet>) -> LoadReport {
     let shared = Arc::new(Shared {
         next: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
         acked_spans: AtomicU64::new(0),
         failed_spans: AtomicU64::new(0),
         acked_requests: AtomicU64::new(0),
@@ -208,14 +217,27 @@ pub async fn run(cfg: &LoadConfig, channels: Vec<Channel>, set: Arc<RequestSet>)
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let (frame, spans) = set.get(i);
-                let result = match tokio::time::timeout(
-                    timeout,
-                    send_one(channel.clone(), &uri, frame, set.gzip),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                // Like the OpenTelemetry SDKs, resend on Unavailable (a collector pushing back)
+                // after a growing pause, until the run's deadline.
+                let mut pause = Duration::from_millis(5);
+                let result = loop {
+                    let r = match tokio::time::timeout(
+                        timeout,
+                        send_one(channel.clone(), &uri, frame.clone(), set.gzip),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    };
+                    match r {
+                        Err(e) if is_unavailable(&e) && Instant::now() + pause < deadline => {
+                            shared.retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(500));
+                        }
+                        r => break r,
+                    }
                 };
                 match result {
                     Ok(()) => {
@@ -244,6 +266,7 @@ pub async fn run(cfg: &LoadConfig, channels: Vec<Channel>, set: Arc<RequestSet>)
         failed_spans,
         acked_requests: shared.acked_requests.load(Ordering::Relaxed),
         failed_requests: shared.failed_requests.load(Ordering::Relaxed),
+        retries: shared.retries.load(Ordering::Relaxed),
         unsent_spans: set.total_spans().saturating_sub(acked_spans + failed_spans),
         elapsed,
         first_error,

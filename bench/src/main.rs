@@ -201,13 +201,14 @@ async fn loadgen_cmd(a: LoadgenArgs) -> anyhow::Result<ExitCode> {
     let channels = loadgen::connect(&cfg).await?;
     let r = loadgen::run(&cfg, channels, Arc::new(set)).await;
     println!(
-        "sent {} spans in {:.2}s: acknowledged {} ({:.0} spans/s), failed {}, unsent {}",
+        "sent {} spans in {:.2}s: acknowledged {} ({:.0} spans/s), failed {}, unsent {}, resent after Unavailable {}",
         r.requested_spans,
         r.elapsed.as_secs_f64(),
         r.acked_spans,
         r.acked_per_second(),
         r.failed_spans,
-        r.unsent_spans
+        r.unsent_spans,
+        r.retries
     );
     if let Some(e) = &r.first_error {
         println!("first error: {e}");

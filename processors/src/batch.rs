@@ -65,6 +65,10 @@ impl Validate for BatchConfig {
 /// queue makes the receiver wait, which is the back-pressure we want.
 const QUEUE_DEPTH: usize = 64;
 
+/// How long a sender may wait for room before it is told to retry later. Short stalls are
+/// absorbed; a pipeline that stays saturated answers "unavailable" rather than buffering.
+const SATURATED_AFTER: Duration = Duration::from_secs(1);
+
 impl ProcessorConfig for BatchConfig {
     fn build(&self, ctx: ProcessorContext) -> Result<Arc<dyn Processor>, ComponentError> {
         let metrics = ProcessorMetrics::new(
@@ -119,11 +123,24 @@ impl Consumer for BatchProcessor {
                 "batch processor is not running".to_string(),
             ));
         };
-        self.metrics.incoming.add(n);
-        tx.send(payload).await.map_err(|_| {
-            self.metrics.refused.add(n);
-            ConsumeError::Retryable("batch processor is shutting down".to_string())
-        })
+        match tx.send_timeout(payload, SATURATED_AFTER).await {
+            Ok(()) => {
+                self.metrics.incoming.add(n);
+                Ok(())
+            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                self.metrics.refused.add(n);
+                Err(ConsumeError::Retryable(
+                    "pipeline is saturated; retry later".to_string(),
+                ))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                self.metrics.refused.add(n);
+                Err(ConsumeError::Retryable(
+                    "batch processor is shutting down".to_string(),
+                ))
+            }
+        }
     }
 }
 

@@ -75,7 +75,11 @@ mod tests {
         let reg = builtin();
         let tel = Telemetry::default();
         for f in &reg.receivers {
-            let key = if f.type_name == "otlp" { "otlp_receiver" } else { f.type_name };
+            let key = if f.type_name == "otlp" {
+                "otlp_receiver"
+            } else {
+                f.type_name
+            };
             let cfg = (f.parse)(&config_for(key), "receivers").expect(f.type_name);
             let ctx = || ReceiverContext {
                 id: ComponentId::parse(f.type_name).unwrap(),

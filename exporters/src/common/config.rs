@@ -212,6 +212,9 @@ pub struct QueueConfig {
     /// Wait for room instead of dropping when the queue is full.
     #[serde(alias = "block_on_overflow")]
     pub blocking: bool,
+    /// Sonde's memory bound on queued and in-flight data (encoded size, MiB; 0 = none). Above
+    /// it, callers wait: the pipeline pushes back to its receivers instead of growing.
+    pub max_size_mib: u64,
 }
 
 impl Default for QueueConfig {
@@ -222,6 +225,7 @@ impl Default for QueueConfig {
             queue_size: 1000,
             storage: None,
             blocking: false,
+            max_size_mib: 32,
         }
     }
 }

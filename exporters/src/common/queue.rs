@@ -11,6 +11,10 @@
 //! as the reference does: a receiver directly upstream answers Unavailable / 503 so the client
 //! can back off and resend. (With `sending_queue.blocking: true` the caller waits for room
 //! instead.)
+//!
+//! Independently of the batch count, queued and in-flight data is bounded in bytes
+//! (`sending_queue.max_size_mib`): past it the caller waits, so a backend slower than the input
+//! makes the pipeline push back (receivers answer "unavailable") instead of filling memory.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pipeline_core::telemetry::ExporterMetrics;
 use pipeline_core::{ComponentError, ConsumeError, Consumer, Lifecycle, Payload};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::config::QueueConfig;
@@ -183,9 +187,17 @@ impl RateLimit {
     }
 }
 
+/// A queued batch with its share of the byte budget, released once the batch is done with.
+type Queued = (Payload, Option<OwnedSemaphorePermit>);
+
+/// Byte budget granularity: permits are KiB so large budgets fit a semaphore's count.
+const KIB: usize = 1024;
+
 struct Queue {
-    tx: mpsc::Sender<Payload>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Payload>>>,
+    tx: mpsc::Sender<Queued>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    budget: Option<Arc<Semaphore>>,
+    budget_kib: u32,
     num_consumers: usize,
     blocking: bool,
     workers: Mutex<JoinSet<()>>,
@@ -203,9 +215,14 @@ impl<T: Transport> QueuedExporter<T> {
         let queue = queue.enabled.then(|| {
             let (tx, rx) = mpsc::channel(queue.queue_size);
             metrics.queue_capacity.set(queue.queue_size as i64);
+            let budget_kib = u32::try_from(queue.max_size_mib.saturating_mul(1024))
+                .unwrap_or(u32::MAX)
+                .min(Semaphore::MAX_PERMITS as u32);
             Queue {
                 tx,
                 rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                budget: (budget_kib > 0).then(|| Arc::new(Semaphore::new(budget_kib as usize))),
+                budget_kib,
                 num_consumers: queue.num_consumers,
                 blocking: queue.blocking,
                 workers: Mutex::new(JoinSet::new()),
@@ -237,7 +254,7 @@ impl<T: Transport> QueuedExporter<T> {
 
 async fn worker<T: Transport>(
     inner: Arc<Inner<T>>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Payload>>>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
 ) {
     loop {
         let next = {
@@ -253,7 +270,9 @@ async fn worker<T: Transport>(
                 }
             }
         };
-        let Some(payload) = next else { break };
+        let Some((payload, _budget)) = next else {
+            break;
+        };
         inner.metrics.queue_size.add(-1);
         let _ = inner.export(payload).await;
     }
@@ -292,7 +311,7 @@ impl<T: Transport> Lifecycle for QueuedExporter<T> {
             let mut rx = q.rx.lock().await;
             rx.close();
             let mut left = 0u64;
-            while let Ok(p) = rx.try_recv() {
+            while let Ok((p, _)) = rx.try_recv() {
                 self.inner.metrics.queue_size.add(-1);
                 left += p.items() as u64;
             }
@@ -335,6 +354,22 @@ impl<T: Transport> Consumer for QueuedExporter<T> {
         if self.inner.shutting_down() {
             return Err(self.refuse(items, Refusal::ShutDown.as_str()));
         }
+        let budget = match &q.budget {
+            Some(sem) => {
+                // A batch larger than the whole budget still goes through, alone.
+                let kib = payload
+                    .encoded_len()
+                    .div_ceil(KIB)
+                    .clamp(1, q.budget_kib as usize);
+                tokio::select! {
+                    p = sem.clone().acquire_many_owned(kib as u32) => p.ok(),
+                    _ = self.inner.retrier.stop.cancelled() => None,
+                }
+                .ok_or_else(|| self.refuse(items, Refusal::ShutDown.as_str()))
+                .map(Some)?
+            }
+            None => None,
+        };
         let permit = if q.blocking {
             tokio::select! {
                 p = q.tx.reserve() => p.map_err(|_| Refusal::ShutDown),
@@ -350,7 +385,7 @@ impl<T: Transport> Consumer for QueuedExporter<T> {
             Ok(permit) => {
                 // Counted before the send so a worker's decrement never comes first.
                 self.inner.metrics.queue_size.add(1);
-                permit.send(payload);
+                permit.send((payload, budget));
                 Ok(())
             }
             Err(r) => {

@@ -159,6 +159,11 @@ pub fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     p
 }
 
+/// A file in `dir` for a child's output, so test logs stay readable; kept with the temp dir.
+pub fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::File::create(dir.join(name)).expect("log file")
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sonde-it-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

@@ -46,7 +46,13 @@ service:
 
 fn start(dir: &Path, yaml: &str, port: u16) -> Proc {
     let cfg = write_config(dir, "sonde.yaml", yaml);
-    let p = Proc::spawn("sonde", Command::new(bin("sonde")).arg("--config").arg(cfg));
+    let p = Proc::spawn(
+        "sonde",
+        Command::new(bin("sonde"))
+            .arg("--config")
+            .arg(cfg)
+            .stderr(log_file(dir, "sonde.log")),
+    );
     wait_for_port(port, Duration::from_secs(20));
     p
 }

@@ -46,7 +46,13 @@ service:
 
 fn start_sonde(dir: &Path, yaml: &str, wait_port: u16) -> Proc {
     let cfg = write_config(dir, "sonde.yaml", yaml);
-    let p = Proc::spawn("sonde", Command::new(bin("sonde")).arg("--config").arg(cfg));
+    let p = Proc::spawn(
+        "sonde",
+        Command::new(bin("sonde"))
+            .arg("--config")
+            .arg(cfg)
+            .stderr(log_file(dir, "sonde.log")),
+    );
     wait_for_port(wait_port, Duration::from_secs(20));
     p
 }
@@ -55,6 +61,8 @@ fn start_rotel(dir: &Path, grpc: u16, http: u16, export_to: u16) -> Proc {
     let p = Proc::spawn(
         "rotel-agent",
         Command::new(rotel_agent())
+            .stdout(log_file(dir, "rotel.out"))
+            .stderr(log_file(dir, "rotel.err"))
             .arg("start")
             .arg("--otlp-grpc-endpoint")
             .arg(format!("127.0.0.1:{grpc}"))

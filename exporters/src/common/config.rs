@@ -212,8 +212,9 @@ pub struct QueueConfig {
     /// Wait for room instead of dropping when the queue is full.
     #[serde(alias = "block_on_overflow")]
     pub blocking: bool,
-    /// Sonde's memory bound on queued and in-flight data (encoded size, MiB; 0 = none). Above
-    /// it, callers wait: the pipeline pushes back to its receivers instead of growing.
+    /// Sonde's memory bound on queued and in-flight data, in MiB (0 = none): a batch counts
+    /// twice its encoded size, for the copy its send makes. Above it, callers wait: the
+    /// pipeline pushes back to its receivers instead of growing.
     pub max_size_mib: u64,
 }
 

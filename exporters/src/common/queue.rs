@@ -356,9 +356,10 @@ impl<T: Transport> Consumer for QueuedExporter<T> {
         }
         let budget = match &q.budget {
             Some(sem) => {
-                // A batch larger than the whole budget still goes through, alone.
-                let kib = payload
-                    .encoded_len()
+                // Charged twice its size: sending makes a contiguous (and maybe compressed)
+                // copy of the batch, which lives as long as the batch itself. A batch larger
+                // than the whole budget still goes through, alone.
+                let kib = (2 * payload.encoded_len())
                     .div_ceil(KIB)
                     .clamp(1, q.budget_kib as usize);
                 tokio::select! {

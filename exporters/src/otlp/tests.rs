@@ -492,6 +492,49 @@ async fn queue_overflow_counts_exactly_the_dropped_items() {
 }
 
 #[tokio::test]
+async fn byte_budget_makes_callers_wait_instead_of_buffering() {
+    let c = collector().await;
+    let gate = Arc::new(Semaphore::new(0));
+    *c.state.hold.lock().unwrap() = Some(gate.clone());
+    let tel = Telemetry::default();
+    let e = build(
+        &OTLP_FACTORY,
+        &yaml(
+            &c.addr.to_string(),
+            "sending_queue:\n  num_consumers: 1\n  queue_size: 100\n  max_size_mib: 1\n",
+        ),
+        "otlp",
+        Signal::Traces,
+        &tel,
+    );
+    e.start().await.unwrap();
+    // Batches of roughly 200 KiB, charged twice: two fit the 1 MiB budget, the third waits.
+    let mut spans = 1000;
+    while sample(Signal::Traces, "x", spans).encoded_len() < 200 * 1024 {
+        spans *= 2;
+    }
+    e.consume(sample(Signal::Traces, "a", spans)).await.unwrap();
+    wait_for("the first send", WAIT, || async { c.state.calls() == 1 }).await;
+    e.consume(sample(Signal::Traces, "b", spans)).await.unwrap();
+    let third = e.consume(sample(Signal::Traces, "c", spans));
+    tokio::pin!(third);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut third)
+            .await
+            .is_err(),
+        "the third batch must wait for budget"
+    );
+    assert_eq!(metric(&tel, "enqueue_failed", Signal::Traces, "otlp"), 0);
+    gate.add_permits(100);
+    third.await.unwrap();
+    wait_for("every batch", WAIT, || async {
+        c.state.spans() == 3 * spans
+    })
+    .await;
+    e.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_reports_undeliverable_items_and_returns_promptly() {
     let port = testutil_free_port();
     let tel = Telemetry::default();

@@ -1,0 +1,108 @@
+/* The one definition of what Sonde's kernel programs send to userspace.
+ *
+ * The Rust side (receiver-ebpf/src/event.rs) mirrors these structs and checks size and field
+ * offsets against this header at compile time (receiver-ebpf/build.rs emits them with
+ * offsetof/sizeof through clang), so a change here that is not made there fails the build.
+ *
+ * Everything is naturally aligned and padded explicitly: no compiler-dependent layout.
+ */
+#ifndef SONDE_EVENT_H
+#define SONDE_EVENT_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Upper bound of the payload prefix copied per event; the runtime size (the receiver's
+ * `payload_size`) is at most this. Must be a power of two (the verifier bounds copies with a
+ * mask). */
+#define SONDE_MAX_PAYLOAD 1024
+
+enum sonde_event_kind {
+	SONDE_EV_DATA = 1,       /* bytes read or written on a TCP socket */
+	SONDE_EV_ACCEPT = 2,     /* a connection accepted: the process is the server side */
+	SONDE_EV_CONNECT = 3,    /* a connection made: the process is the client side */
+	SONDE_EV_CLOSE = 4,      /* a socket fd closed */
+	SONDE_EV_PROC_EXEC = 5,  /* any process exec'd (discovery hint, not filtered) */
+	SONDE_EV_PROC_EXIT = 6,  /* a process exited (discovery hint) */
+	SONDE_EV_LISTEN = 7,     /* a process started listening (discovery hint) */
+};
+
+enum sonde_direction {
+	SONDE_DIR_NONE = 0,
+	SONDE_DIR_RECV = 1,
+	SONDE_DIR_SEND = 2,
+};
+
+enum sonde_role {
+	SONDE_ROLE_UNKNOWN = 0,
+	SONDE_ROLE_SERVER = 1, /* the socket came from accept */
+	SONDE_ROLE_CLIENT = 2, /* the socket came from connect */
+};
+
+enum sonde_syscall {
+	SONDE_SYS_NONE = 0,
+	SONDE_SYS_READ = 1,
+	SONDE_SYS_WRITE = 2,
+	SONDE_SYS_READV = 3,
+	SONDE_SYS_WRITEV = 4,
+	SONDE_SYS_SENDTO = 5,
+	SONDE_SYS_RECVFROM = 6,
+	SONDE_SYS_SENDMSG = 7,
+	SONDE_SYS_RECVMSG = 8,
+	SONDE_SYS_SENDFILE = 9,
+	SONDE_SYS_ACCEPT = 10,
+	SONDE_SYS_CONNECT = 11,
+	SONDE_SYS_CLOSE = 12,
+};
+
+/* A TCP connection seen from the traced process: local (s) and remote (d) address, network
+ * byte order; IPv4 addresses use the IPv4-mapped IPv6 form (::ffff:a.b.c.d). Ports are in
+ * host byte order. */
+struct sonde_tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 _pad;
+};
+
+struct sonde_event_header {
+	__u64 ts_boot_ns;   /* bpf_ktime_get_boot_ns() at syscall exit */
+	__u64 cgroup_id;    /* cgroup v2 id (inode of the cgroup directory) */
+	__u64 sock_id;      /* kernel address of the struct sock: a connection's identity */
+	__s64 ret;          /* syscall return value: bytes moved, or the new fd for accept */
+	__u32 pid;          /* tgid */
+	__u32 tid;
+	__s32 fd;
+	__u32 payload_len;  /* bytes of payload[] that are valid */
+	__u8 kind;          /* enum sonde_event_kind */
+	__u8 direction;     /* enum sonde_direction */
+	__u8 role;          /* enum sonde_role */
+	__u8 syscall;       /* enum sonde_syscall */
+	__u32 _pad;
+	struct sonde_tuple tuple;
+	char comm[16];
+};
+
+struct sonde_event {
+	struct sonde_event_header h;
+	__u8 payload[SONDE_MAX_PAYLOAD];
+};
+
+/* Selection, filled by userspace: a process is traced if its tgid is in sonde_pids or its
+ * cgroup v2 id is in sonde_cgroups. Everything else returns at the first map lookup. */
+#define SONDE_MAX_PIDS 16384
+#define SONDE_MAX_CGROUPS 4096
+
+/* Counters in a per-CPU array, indexed by enum sonde_counter; userspace sums over CPUs. */
+enum sonde_counter {
+	SONDE_CNT_EVENTS = 0,       /* events submitted to the ring buffer */
+	SONDE_CNT_LOST = 1,         /* events dropped because the ring buffer was full */
+	SONDE_CNT_FILTERED_IN = 2,  /* syscall exits of selected processes */
+	SONDE_CNT_NOT_SOCKET = 3,   /* selected process, fd is not a TCP socket */
+	SONDE_CNT_READ_ERRORS = 4,  /* a kernel/user memory read failed */
+	SONDE_CNT_MAX = 5,
+};
+
+#endif

@@ -6,11 +6,11 @@ mode=${1:-test}
 
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
+# Building Sonde compiles its eBPF programs (C, CO-RE) with clang against libbpf's headers.
+have clang || need_apt+=(clang llvm)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+have bpftool || need_apt+=(bpftool)
 if [ "$mode" = test ]; then
-  have protoc || true
-  have clang || need_apt+=(clang llvm)
-  [ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
-  have bpftool || need_apt+=(bpftool)
   have go || need_apt+=(golang-go)
   have nginx || need_apt+=(nginx)
   have haproxy || need_apt+=(haproxy)

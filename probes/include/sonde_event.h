@@ -90,16 +90,49 @@ struct sonde_event {
 	__u8 payload[SONDE_MAX_PAYLOAD];
 };
 
+/* What each kind fills besides kind/pid/tid/comm/cgroup_id/ts_boot_ns:
+ * - DATA: fd, sock_id, ret (bytes moved, > 0), direction, role, syscall, tuple, payload_len and
+ *   that many payload bytes right after the header. The record is exactly
+ *   sizeof(header) + payload_len bytes long (sendfile: payload_len 0).
+ * - ACCEPT / CONNECT: fd (the connection's fd), sock_id, ret (accept: the fd; connect: 0 or
+ *   -EINPROGRESS), role, syscall, tuple (a non-blocking connect's tuple is what the socket has
+ *   so far, normally complete).
+ * - CLOSE: fd, sock_id and role of a socket previously seen by accept/connect/data.
+ * - LISTEN: fd and, for TCP sockets, sock_id and the local address/port in tuple.saddr/sport.
+ * - PROC_EXEC / PROC_EXIT: nothing else (pid is the process; exit is sent once the last
+ *   thread of the process exits).
+ * Fields a kind does not use are zero (fd: -1). */
+
+/* The layout is part of the contract with userspace: both the BPF and the host compiler must
+ * agree with the Rust mirror. */
+#define SONDE_EVENT_HEADER_SIZE 112
+_Static_assert(sizeof(struct sonde_tuple) == 40, "sonde_tuple layout");
+_Static_assert(sizeof(struct sonde_event_header) == SONDE_EVENT_HEADER_SIZE,
+	       "sonde_event_header layout");
+
 /* Selection, filled by userspace: a process is traced if its tgid is in sonde_pids or its
- * cgroup v2 id is in sonde_cgroups. Everything else returns at the first map lookup. */
-#define SONDE_MAX_PIDS 16384
+ * cgroup v2 id is in sonde_cgroups. Everything else returns after these checks.
+ *
+ * sonde_pids is a bitmap (an array of 64-bit words, bit tgid % 64 of word tgid / 64) covering
+ * every possible pid (PID_MAX_LIMIT is 4M on 64-bit): an array lookup is inlined by the
+ * verifier, so the check costs a few instructions instead of a hash lookup on every syscall of
+ * every process. sonde_cgroups is a hash, consulted only while sonde_config says at least one
+ * cgroup is selected (reading the current cgroup id is not free). */
+#define SONDE_PID_BITMAP_WORDS 65536
 #define SONDE_MAX_CGROUPS 4096
+
+/* sonde_config (a one-entry array) tells the programs what userspace has selected. */
+struct sonde_config {
+	__u32 cgroups_selected; /* number of entries in sonde_cgroups */
+	__u32 _pad;
+};
+_Static_assert(sizeof(struct sonde_config) == 8, "sonde_config layout");
 
 /* Counters in a per-CPU array, indexed by enum sonde_counter; userspace sums over CPUs. */
 enum sonde_counter {
 	SONDE_CNT_EVENTS = 0,       /* events submitted to the ring buffer */
 	SONDE_CNT_LOST = 1,         /* events dropped because the ring buffer was full */
-	SONDE_CNT_FILTERED_IN = 2,  /* syscall exits of selected processes */
+	SONDE_CNT_FILTERED_IN = 2,  /* program runs for selected processes (syscall exits, close) */
 	SONDE_CNT_NOT_SOCKET = 3,   /* selected process, fd is not a TCP socket */
 	SONDE_CNT_READ_ERRORS = 4,  /* a kernel/user memory read failed */
 	SONDE_CNT_MAX = 5,

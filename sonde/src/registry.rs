@@ -4,7 +4,11 @@ use pipeline_core::Registry;
 
 pub fn builtin() -> Registry {
     Registry {
-        receivers: vec![receiver_otlp::FACTORY, receiver_otlp::NOP_FACTORY],
+        receivers: vec![
+            receiver_otlp::FACTORY,
+            receiver_otlp::NOP_FACTORY,
+            receiver_ebpf::FACTORY,
+        ],
         processors: vec![
             processors::batch::FACTORY,
             processors::memory_limiter::FACTORY,
@@ -57,6 +61,7 @@ mod tests {
                 "endpoint: 'http://127.0.0.1:1'\ntls: {insecure: true}\ntimeout: 200ms\nretry_on_failure: {enabled: false}"
             }
             "prometheus" => "endpoint: '127.0.0.1:0'",
+            "ebpf" => "open_ports: 1",
             _ => "{}",
         };
         serde_yaml::from_str(yaml).expect("test yaml")

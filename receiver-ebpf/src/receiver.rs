@@ -1,0 +1,520 @@
+//! The `ebpf` receiver component: loads the probes, runs discovery, and turns kernel events into
+//! spans, metrics and printer lines.
+//!
+//! Threads: the probes' drain thread runs the hot path (decode -> HTTP tracking -> span linking)
+//! and hands finished payloads to a bounded channel; a discovery thread owns /proc scanning and
+//! the kernel selection maps; a tokio task forwards payloads into the pipeline. Nothing blocks
+//! the drain thread: a full channel drops the payload and counts it.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pipeline_core::telemetry::{Counter, Gauge, ReceiverMetrics};
+use pipeline_core::{
+    parse_component, ComponentError, ComponentId, ConfigError, Consumer, Lifecycle, Payload,
+    Receiver, ReceiverConfig, ReceiverContext, ReceiverFactory, Signal, Telemetry,
+};
+use tokio::sync::mpsc;
+
+use crate::config::{EbpfConfig, TracePrinter};
+use crate::discovery::{Discovery, DiscoveryDiff, DiscoveryOptions, Selection, Shortcuts};
+use crate::http::{HttpConfig, HttpTracker};
+use crate::loader::{EventHandler, EventSource, ProbeOptions, Probes};
+use crate::metrics::{HttpMetrics, MetricsConfig};
+use crate::model::KernelEvent;
+use crate::otlp_encode::TraceEncoder;
+use crate::printer::{PrintMode, Printer};
+use crate::spans::{self, HostInfo, ProcessInfo, Tracer, TracerConfig};
+
+/// OBI's environment variable for the printer.
+pub const ENV_TRACE_PRINTER: &str = "OTEL_EBPF_TRACE_PRINTER";
+
+pub const FACTORY: ReceiverFactory = ReceiverFactory {
+    type_name: "ebpf",
+    signals: &[Signal::Traces, Signal::Metrics],
+    parse: parse_config,
+};
+
+fn parse_config(v: &serde_yaml::Value, path: &str) -> Result<Box<dyn ReceiverConfig>, ConfigError> {
+    let cfg: EbpfConfig = parse_component(v, path)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let printer = match env(ENV_TRACE_PRINTER) {
+        Some(v) => TracePrinter::parse(&v).ok_or_else(|| {
+            ConfigError::new(
+                path,
+                format!("{ENV_TRACE_PRINTER}={v:?}: expected disabled, text, counter, json or json_indent"),
+            )
+        })?,
+        None => cfg.trace_printer.unwrap_or_default(),
+    };
+    let shortcuts = Shortcuts {
+        open_ports: cfg.open_ports.clone(),
+        exe_path: None,
+    };
+    let selection =
+        Selection::new(&cfg.discovery, &shortcuts, env).map_err(|e| ConfigError::new(path, e))?;
+    if selection.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "nothing to instrument: set open_ports, discovery.instrument or OTEL_EBPF_OPEN_PORT",
+        ));
+    }
+    Ok(Box::new(Parsed {
+        cfg,
+        selection,
+        printer,
+    }))
+}
+
+struct Parsed {
+    cfg: EbpfConfig,
+    selection: Selection,
+    printer: TracePrinter,
+}
+
+impl ReceiverConfig for Parsed {
+    fn build(&self, ctx: ReceiverContext) -> Result<Arc<dyn Receiver>, ComponentError> {
+        let t = &ctx.telemetry;
+        let id = ctx.id.to_string();
+        let l = [("receiver", id.as_str())];
+        let stats = Stats {
+            selected: t.gauge(
+                "sonde_ebpf_selected_processes",
+                "Processes the eBPF receiver instruments.",
+                &l,
+            ),
+            kernel_selected: t.counter(
+                "sonde_ebpf_kernel_selected_syscalls_total",
+                "Syscall exits of selected processes seen by the kernel programs.",
+                &l,
+            ),
+            kernel_events: t.counter(
+                "sonde_ebpf_events_total",
+                "Events the kernel programs submitted to the ring buffer.",
+                &l,
+            ),
+            lost: t.counter(
+                "sonde_ebpf_events_lost_total",
+                "Events dropped in the kernel because the ring buffer was full.",
+                &l,
+            ),
+            read: t.counter(
+                "sonde_ebpf_events_read_total",
+                "Events read from the ring buffer.",
+                &l,
+            ),
+            non_http: t.counter(
+                "sonde_ebpf_non_http_connections_total",
+                "Connections of selected processes that did not carry HTTP/1.x (ignored).",
+                &l,
+            ),
+            spans: t.counter(
+                "sonde_ebpf_spans_emitted_total",
+                "Spans built from captured requests.",
+                &l,
+            ),
+            dropped: t.counter(
+                "sonde_ebpf_payloads_dropped_items_total",
+                "Spans or points dropped because the pipeline was not keeping up.",
+                &l,
+            ),
+        };
+        Ok(Arc::new(EbpfReceiver {
+            id: ctx.id.clone(),
+            cfg: self.cfg.clone(),
+            selection: self.selection.clone(),
+            printer: self.printer,
+            traces: ctx.consumers.get(&Signal::Traces).cloned(),
+            metrics: ctx.consumers.get(&Signal::Metrics).cloned(),
+            telemetry: ctx.telemetry.clone(),
+            stats,
+            running: Mutex::new(None),
+        }))
+    }
+}
+
+#[derive(Clone)]
+struct Stats {
+    selected: Gauge,
+    kernel_selected: Counter,
+    kernel_events: Counter,
+    lost: Counter,
+    read: Counter,
+    non_http: Counter,
+    spans: Counter,
+    dropped: Counter,
+}
+
+pub struct EbpfReceiver {
+    id: ComponentId,
+    cfg: EbpfConfig,
+    selection: Selection,
+    printer: TracePrinter,
+    traces: Option<Arc<dyn Consumer>>,
+    metrics: Option<Arc<dyn Consumer>>,
+    telemetry: Telemetry,
+    stats: Stats,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    source: EventSource,
+    stop: Arc<AtomicBool>,
+    discovery: std::thread::JoinHandle<()>,
+    forwarders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn print_mode(p: TracePrinter) -> PrintMode {
+    match p {
+        TracePrinter::Disabled => PrintMode::Disabled,
+        TracePrinter::Text => PrintMode::Text,
+        TracePrinter::Counter => PrintMode::Counter,
+        TracePrinter::Json => PrintMode::Json,
+        TracePrinter::JsonIndent => PrintMode::JsonIndent,
+    }
+}
+
+/// Forwards payloads from the drain thread into the pipeline.
+fn forwarder(
+    id: String,
+    consumer: Arc<dyn Consumer>,
+    mut rx: mpsc::Receiver<Payload>,
+    metrics: ReceiverMetrics,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let n = p.items() as u64;
+            match consumer.consume(p).await {
+                Ok(()) => metrics.accepted.add(n),
+                Err(e) => {
+                    metrics.refused.add(n);
+                    tracing::warn!(receiver = %id, items = n, error = %e, "pipeline refused data");
+                }
+            }
+        }
+    })
+}
+
+#[async_trait]
+impl Lifecycle for EbpfReceiver {
+    async fn start(&self) -> Result<(), ComponentError> {
+        let mut probes = Probes::load(ProbeOptions {
+            payload_size: self.cfg.payload_size,
+            ring_buffer_bytes: self.cfg.ring_buffer_size_kib.saturating_mul(1024),
+            self_pid: std::process::id(),
+        })
+        .map_err(|e| ComponentError::new(format!("receiver {}: {e}", self.id)))?;
+
+        let mut forwarders = Vec::new();
+        let mut channel = |signal: Signal, consumer: &Option<Arc<dyn Consumer>>| {
+            consumer.as_ref().map(|c| {
+                let (tx, rx) = mpsc::channel(64);
+                let m = ReceiverMetrics::new(&self.telemetry, &self.id, "ebpf", signal);
+                forwarders.push(forwarder(self.id.to_string(), c.clone(), rx, m));
+                tx
+            })
+        };
+        let traces_tx = channel(Signal::Traces, &self.traces);
+        let metrics_tx = channel(Signal::Metrics, &self.metrics);
+
+        let (hint_tx, hint_rx) = std_mpsc::channel::<u32>();
+        let (proc_tx, proc_rx) = std_mpsc::channel::<ProcessUpdate>();
+        let mut tracer = Tracer::new(TracerConfig {
+            host: HostInfo::detect(),
+            ..TracerConfig::default()
+        });
+        tracer.set_clock_offset(spans::boot_to_wall_offset_ns());
+        let handler = Handler {
+            http: HttpTracker::new(HttpConfig::default()),
+            tracer,
+            metrics: HttpMetrics::new(MetricsConfig::default()),
+            printer: Printer::new(print_mode(self.printer)),
+            traces_tx,
+            metrics_tx,
+            hint_tx: hint_tx.clone(),
+            proc_rx,
+            known: HashSet::new(),
+            hinted: HashSet::new(),
+            stats: self.stats.clone(),
+            metrics_every: self.cfg.metrics_interval,
+            last_metrics: Instant::now(),
+            non_http_seen: 0,
+            encoder: TraceEncoder::default(),
+        };
+        let source = probes
+            .spawn_event_source(self.cfg.drain_interval, handler)
+            .map_err(|e| ComponentError::new(format!("receiver {}: {e}", self.id)))?;
+        let probes = Arc::new(probes);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let discovery = Discovery::new(self.selection.clone(), DiscoveryOptions::live());
+        let worker = DiscoveryWorker {
+            discovery,
+            probes,
+            hints: hint_rx,
+            updates: proc_tx,
+            stop: stop.clone(),
+            stats: self.stats.clone(),
+            last_counters: Default::default(),
+        };
+        let discovery = std::thread::Builder::new()
+            .name("sonde-discovery".into())
+            .spawn(move || worker.run())
+            .map_err(|e| ComponentError::new(format!("cannot start discovery: {e}")))?;
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
+            source,
+            stop,
+            discovery,
+            forwarders,
+        });
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(r) = running {
+            r.stop.store(true, Ordering::Relaxed);
+            // Stopping the source drains what is left and drops the handler (and its senders),
+            // which ends the forwarders once they have handed everything on.
+            tokio::task::spawn_blocking(move || {
+                r.source.stop();
+                let _ = r.discovery.join();
+            })
+            .await
+            .map_err(|e| ComponentError::new(format!("stopping the eBPF receiver: {e}")))?;
+            for f in r.forwarders {
+                let _ = f.await;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum ProcessUpdate {
+    Selected(Box<ProcessInfo>),
+    Unselected(u32),
+}
+
+/// The hot path, on the drain thread.
+struct Handler {
+    http: HttpTracker,
+    tracer: Tracer,
+    metrics: HttpMetrics,
+    printer: Printer,
+    traces_tx: Option<mpsc::Sender<Payload>>,
+    metrics_tx: Option<mpsc::Sender<Payload>>,
+    hint_tx: std_mpsc::Sender<u32>,
+    proc_rx: std_mpsc::Receiver<ProcessUpdate>,
+    /// Pids discovery has described.
+    known: HashSet<u32>,
+    /// Pids seen in events before discovery described them (traced through a cgroup).
+    hinted: HashSet<u32>,
+    stats: Stats,
+    metrics_every: Duration,
+    last_metrics: Instant,
+    non_http_seen: u64,
+    encoder: TraceEncoder,
+}
+
+/// How far behind the wall clock the linker's clock is kept (see `batch_done`).
+const LINK_CLOCK_MARGIN_NS: u64 = 10_000_000;
+
+impl Handler {
+    fn send(&self, tx: &Option<mpsc::Sender<Payload>>, p: Payload) {
+        if let Some(tx) = tx {
+            let n = p.items() as u64;
+            if tx.try_send(p).is_err() {
+                self.stats.dropped.add(n);
+            }
+        }
+    }
+
+    fn apply_process_updates(&mut self) {
+        while let Ok(u) = self.proc_rx.try_recv() {
+            match u {
+                ProcessUpdate::Selected(info) => {
+                    self.known.insert(info.pid);
+                    self.hinted.remove(&info.pid);
+                    self.tracer.upsert_process(*info);
+                }
+                ProcessUpdate::Unselected(pid) => {
+                    self.known.remove(&pid);
+                    self.tracer.remove_process(pid);
+                    self.metrics.remove_process(pid);
+                }
+            }
+        }
+    }
+}
+
+impl EventHandler for Handler {
+    fn event(&mut self, ev: KernelEvent) {
+        self.stats.read.add(1);
+        match &ev {
+            KernelEvent::ProcessExec { pid }
+            | KernelEvent::ProcessExit { pid }
+            | KernelEvent::Listen { pid } => {
+                let _ = self.hint_tx.send(*pid);
+                return;
+            }
+            KernelEvent::Data(d) => {
+                let pid = d.conn.pid;
+                if !self.known.contains(&pid) && self.hinted.insert(pid) {
+                    let _ = self.hint_tx.send(pid);
+                }
+            }
+            _ => {}
+        }
+        let tracer = &mut self.tracer;
+        self.http.on_event(&ev, &mut |o| tracer.push(o));
+    }
+
+    fn batch_done(&mut self) {
+        self.apply_process_updates();
+        let now = spans::boot_time_ns();
+        let tracer = &mut self.tracer;
+        self.http.expire(now, &mut |o| tracer.push(o));
+        // Events stamped shortly before `now` may still sit in the ring buffer (the drain pass
+        // is bounded); the linker's grace period covers this margin.
+        self.tracer
+            .advance(now.saturating_sub(LINK_CLOCK_MARGIN_NS));
+        let spans = self.tracer.take_spans();
+        if !spans.is_empty() {
+            self.stats.spans.add(spans.len() as u64);
+            if self.printer.enabled() {
+                let stdout = std::io::stdout();
+                let mut lock = stdout.lock();
+                let _ = self.printer.print(&spans, &mut lock);
+                let _ = lock.flush();
+            }
+            self.metrics.record_all(&spans);
+            if self.traces_tx.is_some() {
+                let p = self.encoder.payload(&spans);
+                self.send(&self.traces_tx, p);
+            }
+        }
+        let non_http = self.http.stats().non_http_connections;
+        if non_http > self.non_http_seen {
+            self.stats.non_http.add(non_http - self.non_http_seen);
+            self.non_http_seen = non_http;
+        }
+        if self.last_metrics.elapsed() >= self.metrics_every {
+            self.last_metrics = Instant::now();
+            if self.metrics_tx.is_some() {
+                let now_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                if let Some(req) = self.metrics.export(now_unix) {
+                    let p = Payload::from_metrics(req);
+                    self.send(&self.metrics_tx, p);
+                }
+            }
+        }
+    }
+}
+
+/// Owns /proc scanning and the kernel's selection maps, off the hot path.
+struct DiscoveryWorker {
+    discovery: Discovery,
+    probes: Arc<Probes>,
+    hints: std_mpsc::Receiver<u32>,
+    updates: std_mpsc::Sender<ProcessUpdate>,
+    stop: Arc<AtomicBool>,
+    stats: Stats,
+    last_counters: crate::loader::Counters,
+}
+
+impl DiscoveryWorker {
+    fn run(mut self) {
+        let mut denied_warned = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut pids = Vec::new();
+            if let Ok(p) = self.hints.recv_timeout(Duration::from_millis(100)) {
+                pids.push(p);
+                while let Ok(p) = self.hints.try_recv() {
+                    pids.push(p);
+                }
+            }
+            if !pids.is_empty() {
+                pids.sort_unstable();
+                pids.dedup();
+                let diff = self.discovery.examine_many(&pids);
+                self.apply(diff, &mut denied_warned);
+            }
+            let diff = self.discovery.tick(Instant::now());
+            self.apply(diff, &mut denied_warned);
+            self.stats
+                .selected
+                .set(self.discovery.selected_count() as i64);
+            self.poll_counters();
+        }
+    }
+
+    fn apply(&mut self, diff: DiscoveryDiff, denied_warned: &mut bool) {
+        if diff.is_empty() {
+            return;
+        }
+        if !diff.deny_add.is_empty() && !*denied_warned {
+            *denied_warned = true;
+            tracing::warn!(
+                pids = ?diff.deny_add,
+                "excluded processes inside an instrumented cgroup are still captured by the \
+                 kernel programs (their spans are dropped in userspace)"
+            );
+        }
+        for id in &diff.cgroups_add {
+            if let Err(e) = self.probes.select_cgroup(*id) {
+                tracing::warn!(cgroup_id = id, error = %e, "cannot select cgroup");
+            }
+        }
+        for pid in &diff.pids_add {
+            if let Err(e) = self.probes.select_pid(*pid) {
+                tracing::warn!(pid, error = %e, "cannot select process");
+            }
+        }
+        for pid in &diff.pids_remove {
+            let _ = self.probes.unselect_pid(*pid);
+        }
+        for id in &diff.cgroups_remove {
+            let _ = self.probes.unselect_cgroup(*id);
+        }
+        for p in &diff.selected {
+            tracing::info!(
+                pid = p.pid,
+                cmd = %p.exe_path,
+                service = %p.service_name(),
+                cgroup = p.cgroup_path.as_deref().unwrap_or(""),
+                "instrumenting process"
+            );
+            let _ = self
+                .updates
+                .send(ProcessUpdate::Selected(Box::new(ProcessInfo::from(p))));
+        }
+        for pid in &diff.unselected {
+            let _ = self.updates.send(ProcessUpdate::Unselected(*pid));
+        }
+    }
+
+    fn poll_counters(&mut self) {
+        let Ok(c) = self.probes.counters() else {
+            return;
+        };
+        let prev = self.last_counters;
+        self.stats
+            .kernel_selected
+            .add(c.filtered_in.saturating_sub(prev.filtered_in));
+        self.stats
+            .kernel_events
+            .add(c.events.saturating_sub(prev.events));
+        self.stats.lost.add(c.lost.saturating_sub(prev.lost));
+        self.last_counters = c;
+    }
+}

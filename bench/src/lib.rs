@@ -5,6 +5,7 @@
 //! from `/proc` ([`procstat`]). Nothing here is used by the collector itself.
 
 pub mod collector;
+pub mod ebpf;
 pub mod loadgen;
 pub mod procstat;
 pub mod runner;

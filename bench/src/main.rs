@@ -31,6 +31,46 @@ enum Command {
     Sink(SinkArgs),
     /// Measure Sonde and rotel on the same job, alternating, and print a markdown table.
     Run(RunArgs),
+    /// Measure what the `ebpf` receiver costs nginx under wrk (baseline, instrumented, not
+    /// selected, alternating) and how many requests it captures; needs root. Exits non-zero
+    /// only on setup errors.
+    Ebpf(EbpfArgs),
+}
+
+#[derive(clap::Args)]
+struct EbpfArgs {
+    /// Sonde binary [default: `sonde` next to this binary, else target/release/sonde].
+    #[arg(long)]
+    sonde: Option<PathBuf>,
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
+    #[arg(long, default_value = "wrk")]
+    wrk: PathBuf,
+    /// Python for the idle `http.server` the not-selected condition instruments instead.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Rounds; each measures every condition once.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seconds of each wrk run and each paced run.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: u32,
+    #[arg(long, default_value_t = 16)]
+    wrk_connections: u32,
+    /// Requests per second of the paced run with nginx instrumented (0: no paced run).
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
+    /// Keep-alive connections of the paced run.
+    #[arg(long, default_value_t = 16)]
+    paced_connections: usize,
+    /// The receiver's `payload_size` [default: Sonde's].
+    #[arg(long)]
+    payload_size: Option<u32>,
+    /// Keep the temp directory with configs and logs.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 #[derive(clap::Args)]
@@ -312,6 +352,26 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn ebpf_cmd(a: EbpfArgs) -> anyhow::Result<ExitCode> {
+    let cfg = bench::ebpf::EbpfBenchConfig {
+        sonde: a.sonde.unwrap_or_else(default_sonde),
+        nginx: a.nginx,
+        wrk: a.wrk,
+        python: a.python,
+        runs: a.runs,
+        duration: Duration::from_secs(a.duration),
+        wrk_threads: a.wrk_threads,
+        wrk_connections: a.wrk_connections,
+        paced_rate: a.rate,
+        paced_connections: a.paced_connections,
+        payload_size: a.payload_size,
+        keep_logs: a.keep_logs,
+    };
+    let report = bench::ebpf::run(cfg).await?;
+    println!("{}", report.markdown());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `work` unless a signal comes first; dropping `work` then stops and reaps every process
 /// it started (the runner spawns them from this, the main, thread).
 async fn until_interrupted(
@@ -333,6 +393,7 @@ async fn main() -> ExitCode {
         // The sink handles signals itself: they are how it is told to print and stop.
         Command::Sink(a) => sink_cmd(a).await,
         Command::Run(a) => until_interrupted(run_cmd(a)).await,
+        Command::Ebpf(a) => until_interrupted(ebpf_cmd(a)).await,
     };
     match result {
         Ok(code) => code,

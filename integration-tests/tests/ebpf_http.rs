@@ -54,7 +54,8 @@ service:
 }
 
 struct Sonde {
-    proc: Proc,
+    // Held so the process is killed when the test ends.
+    _proc: Proc,
     metrics: u16,
     stdout: PathBuf,
 }
@@ -73,7 +74,7 @@ fn start_sonde(dir: &Path, yaml: &str, metrics: u16, env: &[(&str, &str)]) -> So
     let proc = Proc::spawn("sonde", &mut cmd);
     wait_for_port(metrics, Duration::from_secs(30));
     Sonde {
-        proc,
+        _proc: proc,
         metrics,
         stdout,
     }

@@ -730,9 +730,22 @@ fn fuzz_parsers_on_random_bytes() {
                 *rng.pick(alphabet)
             });
         }
-        let _ = parse::classify(&buf, rng.one_in(2), rng.one_in(2));
-        if let Some(h) = parse::parse_head(&buf, rng.upto(10)) {
+        let (req, resp) = (rng.one_in(2), rng.one_in(2));
+        let full = parse::classify(&buf, req, resp);
+        let prefix = parse::classify_prefix(&buf, req, resp);
+        assert!(full == prefix || full == parse::Class::No, "{buf:?}");
+        let max_headers = rng.upto(10);
+        if let Some((h, end)) = parse::parse_head_end(&buf, max_headers) {
             assert!(h.method.len() <= buf.len() && h.target.len() <= buf.len());
+            assert!(end.is_none_or(|e| e <= buf.len()));
+            // Parsing just the head gives the same head.
+            if let Some(e) = end {
+                let again = parse::parse_head(&buf[..e], max_headers).expect("same start line");
+                assert_eq!(
+                    (again.status, again.content_length),
+                    (h.status, h.content_length)
+                );
+            }
         }
         let mut scan = parse::LineScan::Content;
         if let Some(end) = parse::find_head_end(&mut scan, &buf) {

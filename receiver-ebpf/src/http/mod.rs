@@ -13,6 +13,18 @@
 //! order-based pairing of requests and responses is no longer certain: new requests are then
 //! left unreported (and counted) until the connection is quiescent again, rather than pair a
 //! request with another request's response.
+//!
+//! What the exchange fields mean here:
+//! - `request_start_ts`: the syscall that carried the request's first byte;
+//!   `response_start_ts`: the first byte of the final (non-1xx) response, or the close when
+//!   there was none; `end_ts`: the syscall that completed the response body; for a body that
+//!   ends at the close (or whose end was unknown) the last syscall that carried some of it.
+//! - Body sizes are bytes on the wire after the head (chunk framing included); past a cut head
+//!   they include the unseen rest of the head.
+//! - `version` is empty, and `host`/`traceparent`/`user_agent` are `None`, when the capture
+//!   prefix cut the head before them.
+//! - `Outcome::ClosedBeforeResponse` has status 0; `ClosedDuringResponse` keeps the status when
+//!   the status line was seen.
 
 mod parse;
 
@@ -28,7 +40,10 @@ use std::mem;
 use crate::model::{
     ConnKey, DataEvent, Direction, HttpExchange, KernelEvent, Outcome, RequestStart, Role, Tuple,
 };
-use parse::{classify, find_head_end, parse_head, skip_crlf, Chunk, Class, Head, Kind, LineScan};
+use parse::{
+    classify, classify_prefix, find_head_end, parse_head, parse_head_end, skip_crlf, Chunk, Class,
+    Head, Kind, LineScan,
+};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -82,7 +97,9 @@ impl Default for HttpConfig {
 }
 
 /// What the tracker reports. For one `(conn, seq)` a `Start` always comes first, then exactly
-/// one `Done` or `Abandoned` (once the connection ends at the latest).
+/// one `Done` or `Abandoned` (once the connection ends at the latest). A reused socket (or a
+/// connection tracked again after expiry) starts again at seq 0, only after all the previous
+/// ones have ended.
 // Outputs are handed over one at a time, never stored in bulk here: boxing the exchange would
 // only add an allocation per exchange.
 #[allow(clippy::large_enum_variant)]
@@ -538,7 +555,10 @@ fn request_direction(role: Role) -> Option<Direction> {
 }
 
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 fn abandon(key: ConnKey, e: Pending, cx: &mut Cx) {
@@ -763,7 +783,9 @@ impl Link {
                     if pos == vis.len() {
                         break;
                     }
-                    if self.classify(&vis[pos..], dir) == Class::No {
+                    // The start line itself is checked by the head parser.
+                    let (req, resp) = self.expects(dir);
+                    if classify_prefix(&vis[pos..], req, resp) == Class::No {
                         self.garbage(p, other, dir, cx);
                         pos = vis.len();
                     } else {
@@ -827,9 +849,24 @@ impl Link {
         cx: &mut Cx,
     ) -> usize {
         let rest = &vis[pos..];
+        let limit = cx.cfg.max_head_bytes;
+        if p.head.is_empty() {
+            // The common case: the whole head in this syscall, parsed in place in one pass.
+            match parse_head_end(rest, cx.cfg.max_headers) {
+                Some((h, Some(end))) if end <= limit => {
+                    self.head_parsed(p, other, d, Some(h), true, cx);
+                    return pos + end;
+                }
+                // Not a start line: no need to wait for the end of the head to say so.
+                None => {
+                    self.head_parsed(p, other, d, None, true, cx);
+                    return vis.len();
+                }
+                Some(_) => {}
+            }
+        }
         let end = find_head_end(&mut p.scan, rest);
         let take = end.unwrap_or(rest.len());
-        let limit = cx.cfg.max_head_bytes;
         if p.head.len() + take > limit {
             // Too long to keep: cut it here, as if the capture had stopped.
             let room = limit.saturating_sub(p.head.len()).min(take);
@@ -838,7 +875,6 @@ impl Link {
             return pos + room;
         }
         match end {
-            // The common case: the whole head in one syscall, parsed in place.
             Some(_) if p.head.is_empty() => self.head_done(p, other, d, &rest[..take], true, cx),
             Some(_) => {
                 p.head.extend_from_slice(&rest[..take]);
@@ -876,9 +912,21 @@ impl Link {
         complete: bool,
         cx: &mut Cx,
     ) {
+        let parsed = parse_head(head, cx.cfg.max_headers);
+        self.head_parsed(p, other, d, parsed, complete, cx);
+    }
+
+    fn head_parsed(
+        &mut self,
+        p: &mut DirParser,
+        other: &mut DirParser,
+        d: &DataEvent,
+        parsed: Option<Head>,
+        complete: bool,
+        cx: &mut Cx,
+    ) {
         p.state = State::Idle;
         let dir = d.direction;
-        let parsed = parse_head(head, cx.cfg.max_headers);
         let is_req = parsed.as_ref().is_some_and(|h| h.is(Kind::Request));
         let fits = parsed.is_some() && self.req_dir.is_none_or(|rd| (rd == dir) == is_req);
         let Some(h) = parsed.filter(|_| fits) else {

@@ -51,17 +51,28 @@ pub(crate) enum Class {
 /// Classifies the bytes at a message boundary. `want_req` / `want_resp` say which kinds may
 /// appear in this direction. When the whole start line is visible it is fully validated.
 pub(crate) fn classify(b: &[u8], want_req: bool, want_resp: bool) -> Class {
+    match classify_prefix(b, want_req, want_resp) {
+        class @ (Class::Request | Class::Response) => match find(b, b'\n') {
+            Some(i) if start_line(trim_cr(&b[..i]), true).is_none() => Class::No,
+            _ => class,
+        },
+        class => class,
+    }
+}
+
+/// [`classify`] on the first bytes only, for callers that parse the start line next anyway.
+pub(crate) fn classify_prefix(b: &[u8], want_req: bool, want_resp: bool) -> Class {
     let mut need_more = false;
     if want_resp {
         match response_prefix(b) {
-            Class::Response => return confirm_line(b, Class::Response),
+            Class::Response => return Class::Response,
             Class::NeedMore => need_more = true,
             _ => {}
         }
     }
     if want_req {
         match request_prefix(b) {
-            Class::Request => return confirm_line(b, Class::Request),
+            Class::Request => return Class::Request,
             Class::NeedMore => need_more = true,
             _ => {}
         }
@@ -70,14 +81,6 @@ pub(crate) fn classify(b: &[u8], want_req: bool, want_resp: bool) -> Class {
         Class::NeedMore
     } else {
         Class::No
-    }
-}
-
-/// A complete start line must parse; a cut one is judged by its prefix alone.
-fn confirm_line(b: &[u8], class: Class) -> Class {
-    match find(b, b'\n') {
-        Some(i) if start_line(trim_cr(&b[..i]), true).is_none() => Class::No,
-        _ => class,
     }
 }
 
@@ -156,23 +159,33 @@ impl Head<'_> {
 /// the start line is not HTTP/1.x. At most `max_headers` header lines are read; past that the
 /// framing is declared unknown.
 pub(crate) fn parse_head(buf: &[u8], max_headers: usize) -> Option<Head<'_>> {
-    let (line, mut rest, line_complete) = match find(buf, b'\n') {
-        Some(i) => (trim_cr(&buf[..i]), &buf[i + 1..], true),
-        None => (buf, &buf[buf.len()..], false),
+    parse_head_end(buf, max_headers).map(|(h, _)| h)
+}
+
+/// [`parse_head`] on bytes that may go past the head; also returns where the head ends (just
+/// past its blank line), if it does within `buf`. One pass over the lines.
+pub(crate) fn parse_head_end(buf: &[u8], max_headers: usize) -> Option<(Head<'_>, Option<usize>)> {
+    let mut newlines = memchr::memchr_iter(b'\n', buf);
+    let (line, mut start, line_complete) = match newlines.next() {
+        Some(i) => (trim_cr(&buf[..i]), i + 1, true),
+        None => (buf, buf.len(), false),
     };
     let mut h = start_line(line, line_complete)?;
     let mut count = 0usize;
-    while let Some(i) = find(rest, b'\n') {
-        let line = trim_cr(&rest[..i]);
-        rest = &rest[i + 1..];
-        let Some(&first) = line.first() else { break };
-        count += 1;
-        if count > max_headers {
+    for i in newlines {
+        let line = trim_cr(&buf[start..i]);
+        start = i + 1;
+        let Some(&first) = line.first() else {
+            return Some((h, Some(start)));
+        };
+        if count >= max_headers {
             h.bad_length = true;
-            break;
+            continue;
         }
-        // Obsolete line folding continues the previous value: nothing we read uses it.
-        if first == b' ' || first == b'\t' {
+        count += 1;
+        // Only names starting like host, user-agent, traceparent, content-length or
+        // transfer-encoding matter; this also skips obsolete line folding (a leading space).
+        if !matches!(first | 0x20, b'h' | b'u' | b't' | b'c') {
             continue;
         }
         let Some(colon) = find(line, b':') else {
@@ -199,7 +212,7 @@ pub(crate) fn parse_head(buf: &[u8], max_headers: usize) -> Option<Head<'_>> {
             _ => {}
         }
     }
-    Some(h)
+    Some((h, None))
 }
 
 /// Parses a start line; `complete` says the line ended (else it was cut).
@@ -282,7 +295,7 @@ fn parse_u64(v: &[u8]) -> Option<u64> {
 }
 
 pub(crate) fn find(b: &[u8], c: u8) -> Option<usize> {
-    b.iter().position(|&x| x == c)
+    memchr::memchr(c, b)
 }
 
 fn trim_cr(b: &[u8]) -> &[u8] {
@@ -568,6 +581,25 @@ X-Empty:\r\nno colon line\r\n\r\n";
         assert!(parse_head(b"GET  HTTP/1.1\r\n\r\n", 100).is_none());
         assert!(parse_head(b"HTTP/1.1 200OK\r\n\r\n", 100).is_none());
         assert!(parse_head(b"HTTP/1.1 099 x\r\n\r\n", 100).is_none());
+    }
+
+    #[test]
+    fn one_pass_parse_finds_the_head_end() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
+        let (h, end) = parse_head_end(raw, 10).unwrap();
+        assert_eq!((h.host, end), (Some(&b"a"[..]), Some(27)));
+        let (h, end) = parse_head_end(b"HTTP/1.1 200 OK\na: 1\nb: 2\n\nbody", 1).unwrap();
+        assert_eq!(
+            (h.bad_length, end),
+            (true, Some(27)),
+            "past max_headers, the end is still found"
+        );
+        assert_eq!(
+            parse_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n", 10)
+                .unwrap()
+                .1,
+            None
+        );
     }
 
     #[test]

@@ -421,6 +421,7 @@ fn seed_tcp_proxy_chain_is_one_trace() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let printed = sonde.printed();
+    eprintln!("text printer output:\n{}", printed.join("\n"));
     let lines: Vec<Line> = printed.iter().filter_map(|l| parse_line(l)).collect();
     assert_eq!(lines.len(), 5, "{printed:#?}");
     let trace = &lines[0].trace;

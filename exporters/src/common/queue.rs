@@ -203,7 +203,29 @@ struct Queue {
     workers: Mutex<JoinSet<()>>,
 }
 
+/// How long shutdown keeps draining beyond one attempt's timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 impl<T: Transport> QueuedExporter<T> {
+    /// The stack every OTLP exporter shares (queue, workers, retry, drain at shutdown) around
+    /// `transport`, configured from the exporter's common settings.
+    pub fn for_exporter(
+        transport: T,
+        ctx: &pipeline_core::ExporterContext,
+        retry: &super::config::RetryConfig,
+        timeout: Duration,
+        queue: &QueueConfig,
+    ) -> QueuedExporter<T> {
+        let retrier = Retrier {
+            cfg: retry.clone(),
+            timeout,
+            stop: tokio_util::sync::CancellationToken::new(),
+            id: ctx.id.to_string(),
+        };
+        let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id, ctx.signal);
+        QueuedExporter::new(transport, retrier, queue, metrics, timeout + DRAIN_GRACE)
+    }
+
     /// No side effects: the workers start in `start`.
     pub fn new(
         transport: T,

@@ -10,17 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline_core::telemetry::ExporterMetrics;
 use pipeline_core::{
     parse_component, ComponentError, Exporter, ExporterConfig, ExporterContext, ExporterFactory,
     Signal, Validate,
 };
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::common::config::{header_map, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::common::queue::QueuedExporter;
-use crate::common::retry::Retrier;
 
 pub use grpc::{classify_status, GrpcTransport};
 
@@ -29,9 +26,6 @@ pub const OTLP_FACTORY: ExporterFactory = ExporterFactory {
     signals: &[Signal::Traces, Signal::Metrics, Signal::Logs],
     parse: |v, path| Ok(Box::new(parse_component::<OtlpGrpcConfig>(v, path)?)),
 };
-
-/// Extra time shutdown grants, beyond one request `timeout`, to drain the queue.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -161,18 +155,12 @@ impl ExporterConfig for OtlpGrpcConfig {
             parse_endpoint(&self.endpoint, self.tls.insecure).map_err(ComponentError::new)?;
         let headers = header_map(&self.headers).map_err(ComponentError::new)?;
         let transport = GrpcTransport::new(self, target, headers, ctx.signal);
-        let retrier = Retrier {
-            cfg: self.retry_on_failure.clone(),
-            timeout: self.timeout,
-            stop: CancellationToken::new(),
-            id: ctx.id.to_string(),
-        };
-        Ok(Arc::new(QueuedExporter::new(
+        Ok(Arc::new(QueuedExporter::for_exporter(
             transport,
-            retrier,
+            &ctx,
+            &self.retry_on_failure,
+            self.timeout,
             &self.sending_queue,
-            ExporterMetrics::new(&ctx.telemetry, &ctx.id, ctx.signal),
-            self.timeout + DRAIN_GRACE,
         )))
     }
 }

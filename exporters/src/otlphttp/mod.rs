@@ -11,17 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
-use pipeline_core::telemetry::ExporterMetrics;
 use pipeline_core::{
     parse_component, ComponentError, Exporter, ExporterConfig, ExporterContext, ExporterFactory,
     Signal, Validate,
 };
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::common::config::{header_map, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::common::queue::QueuedExporter;
-use crate::common::retry::Retrier;
 
 pub use client::{classify_response, retry_after, HttpTransport};
 
@@ -30,9 +27,6 @@ pub const OTLPHTTP_FACTORY: ExporterFactory = ExporterFactory {
     signals: &[Signal::Traces, Signal::Metrics, Signal::Logs],
     parse: |v, path| Ok(Box::new(parse_component::<OtlpHttpConfig>(v, path)?)),
 };
-
-/// Extra time shutdown grants, beyond one request `timeout`, to drain the queue.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// `encoding`: the body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -159,18 +153,12 @@ impl ExporterConfig for OtlpHttpConfig {
         let url = self.signal_url(ctx.signal).map_err(ComponentError::new)?;
         let headers = header_map(&self.headers).map_err(ComponentError::new)?;
         let transport = HttpTransport::new(self, url, headers, ctx.signal);
-        let retrier = Retrier {
-            cfg: self.retry_on_failure.clone(),
-            timeout: self.timeout,
-            stop: CancellationToken::new(),
-            id: ctx.id.to_string(),
-        };
-        Ok(Arc::new(QueuedExporter::new(
+        Ok(Arc::new(QueuedExporter::for_exporter(
             transport,
-            retrier,
+            &ctx,
+            &self.retry_on_failure,
+            self.timeout,
             &self.sending_queue,
-            ExporterMetrics::new(&ctx.telemetry, &ctx.id, ctx.signal),
-            self.timeout + DRAIN_GRACE,
         )))
     }
 }

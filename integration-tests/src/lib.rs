@@ -122,6 +122,29 @@ pub fn wait_for_port(port: u16, within: Duration) {
     panic!("nothing listens on 127.0.0.1:{port} after {within:?}");
 }
 
+/// Waits until every port listens, failing at once (with Sonde's log) if the process exits:
+/// a start-up error must not look like a slow start.
+pub fn wait_listening(p: &mut Proc, ports: &[u16], log: &Path) {
+    let up = wait_until(Duration::from_secs(20), || {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!(
+                "{} exited during start-up ({status}):\n{}",
+                p.name,
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        ports
+            .iter()
+            .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+    });
+    assert!(
+        up,
+        "{} does not listen on all of {ports:?}:\n{}",
+        p.name,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// Polls `f` until it returns true or `within` passes.
 pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;

@@ -84,29 +84,6 @@ fn start_sonde(config: &Path, ports: &Ports, dir: &Path) -> Proc {
     p
 }
 
-/// Waits until every port listens, failing at once (with Sonde's log) if the process exits:
-/// a start-up error must not look like a slow start.
-fn wait_listening(p: &mut Proc, ports: &[u16], log: &Path) {
-    let up = wait_until(Duration::from_secs(20), || {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            panic!(
-                "{} exited during start-up ({status}):\n{}",
-                p.name,
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        ports
-            .iter()
-            .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
-    });
-    assert!(
-        up,
-        "{} does not listen on all of {ports:?}:\n{}",
-        p.name,
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
 /// Runs one instrumented "server" (Python SDK, OTLP/HTTP like OBI in the article) with the
 /// resource the article's target_info shows; returns what the SDK reports as exported.
 fn run_instance(http: u16, instance: &str) -> Value {

@@ -91,6 +91,8 @@ pub struct WrkRun {
     pub held: u64,
     pub lost: u64,
     pub sonde_cpu: Duration,
+    /// nginx's master and worker CPU over the run: the kernel programs run in its syscalls.
+    pub nginx_cpu: Duration,
 }
 
 impl WrkRun {
@@ -503,10 +505,21 @@ fn parse_wrk_duration(s: &str) -> Option<f64> {
     s.strip_suffix('s')?.parse().ok()
 }
 
+/// CPU time of a process and its direct children (nginx's master and worker).
+fn tree_cpu(pid: u32) -> Duration {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    std::iter::once(pid)
+        .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
+        .filter_map(|p| procstat::cpu_time(p).ok())
+        .sum()
+}
+
 async fn run_wrk(
     cfg: &EbpfBenchConfig,
     dir: &Path,
     port: u16,
+    nginx_pid: u32,
     secs: u64,
 ) -> Result<WrkRun, EbpfBenchError> {
     let mut cmd = Command::new(&cfg.wrk);
@@ -515,6 +528,7 @@ async fn run_wrk(
         .arg(format!("-d{secs}s"))
         .arg(format!("http://127.0.0.1:{port}/"));
     let log = dir.join("wrk.out");
+    let cpu0 = tree_cpu(nginx_pid);
     let mut p = Proc::spawn("wrk", cmd, log.clone())?;
     let limit = Instant::now() + Duration::from_secs(secs + 30);
     loop {
@@ -529,6 +543,7 @@ async fn run_wrk(
                 requests,
                 seconds,
                 errors,
+                nginx_cpu: tree_cpu(nginx_pid).saturating_sub(cpu0),
                 ..WrkRun::default()
             });
         }
@@ -788,7 +803,7 @@ pub async fn run(cfg: EbpfBenchConfig) -> Result<Report, EbpfBenchError> {
         ..Report::default()
     };
     // Warm nginx (and the page cache) up before the first measured run.
-    run_wrk(&cfg, &dir.path, nginx_port, 1).await?;
+    run_wrk(&cfg, &dir.path, nginx_port, nginx.pid(), 1).await?;
 
     let order = [
         Condition::Baseline,
@@ -801,7 +816,7 @@ pub async fn run(cfg: EbpfBenchConfig) -> Result<Report, EbpfBenchError> {
             let cond = order[(round + j) % order.len()];
             match cond {
                 Condition::Baseline => {
-                    let r = run_wrk(&cfg, &dir.path, nginx_port, secs).await?;
+                    let r = run_wrk(&cfg, &dir.path, nginx_port, nginx.pid(), secs).await?;
                     eprintln!(
                         "round {}: {}: {:.0} req/s",
                         round + 1,
@@ -814,7 +829,7 @@ pub async fn run(cfg: EbpfBenchConfig) -> Result<Report, EbpfBenchError> {
                     let mut sonde = Sonde::start(&cfg, &dir.path, idle_port, "idle").await?;
                     let before = counters(sonde.metrics).await?;
                     let cpu0 = sonde.cpu();
-                    let mut r = run_wrk(&cfg, &dir.path, nginx_port, secs).await?;
+                    let mut r = run_wrk(&cfg, &dir.path, nginx_port, nginx.pid(), secs).await?;
                     let (after, _) = sonde.settled(None).await?;
                     r.sonde_cpu = sonde.cpu().saturating_sub(cpu0);
                     r.spans = after.spans.saturating_sub(before.spans);
@@ -833,7 +848,7 @@ pub async fn run(cfg: EbpfBenchConfig) -> Result<Report, EbpfBenchError> {
                     let mut sonde = Sonde::start(&cfg, &dir.path, nginx_port, "nginx").await?;
                     let before = counters(sonde.metrics).await?;
                     let cpu0 = sonde.cpu();
-                    let mut r = run_wrk(&cfg, &dir.path, nginx_port, secs).await?;
+                    let mut r = run_wrk(&cfg, &dir.path, nginx_port, nginx.pid(), secs).await?;
                     let (after, held) = sonde.settled(Some(nginx_addr)).await?;
                     let cpu1 = sonde.cpu();
                     r.held = held;
@@ -981,9 +996,9 @@ impl Report {
         let base = median(&mut Self::rates(&self.baseline));
         let _ = writeln!(
             s,
-            "| condition | runs | median req/s | min–max req/s | ratio vs baseline | captured % (median, min–max) | spans held until a later request (median) | lost events | Sonde CPU µs/request | Sonde peak RSS MiB |"
+            "| condition | runs | median req/s | min–max req/s | ratio vs baseline | captured % (median, min–max) | spans held until a later request (median) | lost events | Sonde CPU µs/request | Sonde peak RSS MiB | nginx CPU µs/request |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for (cond, runs) in [
             (Condition::Baseline, &self.baseline),
             (Condition::Instrumented, &self.instrumented),
@@ -1038,6 +1053,13 @@ impl Report {
                     "-".to_string(),
                 ),
             };
+            let nginx = median(
+                &mut runs
+                    .iter()
+                    .filter(|r| r.requests > 0)
+                    .map(|r| r.nginx_cpu.as_secs_f64() * 1e6 / r.requests as f64)
+                    .collect::<Vec<_>>(),
+            );
             let ratio = if cond == Condition::Baseline {
                 "1".to_string()
             } else {
@@ -1045,7 +1067,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {med:.0} | {lo:.0}–{hi:.0} | {ratio} | {captured} | {held} | {lost} | {cpu} | {rss} |",
+                "| {} | {} | {med:.0} | {lo:.0}–{hi:.0} | {ratio} | {captured} | {held} | {lost} | {cpu} | {rss} | {nginx:.2} |",
                 cond.name(),
                 runs.len()
             );
@@ -1071,7 +1093,7 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 s,
-                "| instrumented, paced {:.0} req/s | {} | {:.0} | {lo:.0}–{hi:.0} | - | {:.2} ({clo:.2}–{chi:.2}) | {:.0} | {} | {:.2} | (same process) |",
+                "| instrumented, paced {:.0} req/s | {} | {:.0} | {lo:.0}–{hi:.0} | - | {:.2} ({clo:.2}–{chi:.2}) | {:.0} | {} | {:.2} | (same process) | - |",
                 self.paced_rate,
                 self.paced.len(),
                 median(&mut rates),

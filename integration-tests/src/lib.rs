@@ -70,9 +70,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` in its own process group, so dropping the guard also ends the workers it
+    /// forks (nginx, haproxy).
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        use std::os::unix::process::CommandExt;
         let child = cmd
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc {
@@ -104,10 +108,12 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        // SAFETY: kill(2) on the process group this guard created.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

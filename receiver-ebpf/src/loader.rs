@@ -380,7 +380,8 @@ impl CgroupSelection {
 /// Receives the events of each drain pass, on the drain thread.
 pub trait EventHandler: Send + 'static {
     fn event(&mut self, event: KernelEvent);
-    /// Called after each drain pass that handed over at least one event.
+    /// Called after every drain pass, also when it read nothing, so time-based work (spans
+    /// held back for linking) still happens once traffic stops.
     fn batch_done(&mut self) {}
 }
 
@@ -608,9 +609,7 @@ fn drain<H: RawEventHandler>(
         counters.records.fetch_add(handed as u64, Ordering::Relaxed);
         counters.bad_records.fetch_add(bad, Ordering::Relaxed);
         counters.passes.fetch_add(1, Ordering::Relaxed);
-        if handed > 0 {
-            handler.batch_done();
-        }
+        handler.batch_done();
         if handed < MAX_RECORDS_PER_PASS {
             return;
         }

@@ -242,6 +242,7 @@ impl Lifecycle for EbpfReceiver {
             stats: self.stats.clone(),
             metrics_every: self.cfg.metrics_interval,
             last_metrics: Instant::now(),
+            last_expire: Instant::now(),
             non_http_seen: 0,
             encoder: TraceEncoder::default(),
         };
@@ -320,6 +321,8 @@ struct Handler {
     stats: Stats,
     metrics_every: Duration,
     last_metrics: Instant,
+    /// Idle connections are expired about once a second, not on every pass.
+    last_expire: Instant,
     non_http_seen: u64,
     encoder: TraceEncoder,
 }
@@ -380,8 +383,11 @@ impl EventHandler for Handler {
     fn batch_done(&mut self) {
         self.apply_process_updates();
         let now = spans::boot_time_ns();
-        let tracer = &mut self.tracer;
-        self.http.expire(now, &mut |o| tracer.push(o));
+        if self.last_expire.elapsed() >= Duration::from_secs(1) {
+            self.last_expire = Instant::now();
+            let tracer = &mut self.tracer;
+            self.http.expire(now, &mut |o| tracer.push(o));
+        }
         // Events stamped shortly before `now` may still sit in the ring buffer (the drain pass
         // is bounded); the linker's grace period covers this margin.
         self.tracer

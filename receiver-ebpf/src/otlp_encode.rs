@@ -1,4 +1,4 @@
-//! Spans straight to OTLP protobuf bytes, for `Payload::from_encoded`: building and dropping
+//! Spans straight to OTLP protobuf bytes, for `Payload::from_own_encoding`: building and dropping
 //! prost messages costs about as much per span as everything else this receiver does per
 //! request, and the pipeline forwards bytes as they are. The attributes come from the same
 //! walk as [`SpanRecord::to_otlp`]; a test checks that both forms decode to the same message.
@@ -10,7 +10,7 @@ use pipeline_core::otlp::tonic::common::v1::{any_value, KeyValue};
 use pipeline_core::otlp::tonic::resource::v1::Resource;
 use pipeline_core::{Payload, Signal};
 
-use crate::spans::{scope, to_otlp, AttrSink, ProcessMeta, SpanKind, SpanRecord};
+use crate::spans::{scope, AttrSink, ProcessMeta, SpanKind, SpanRecord};
 
 const LEN: u8 = 2;
 const VARINT: u8 = 0;
@@ -175,11 +175,7 @@ impl TraceEncoder {
     /// The spans as a traces payload.
     pub fn payload(&mut self, spans: &[SpanRecord]) -> Payload {
         let bytes = Bytes::from(self.encode(spans));
-        match Payload::from_encoded(Signal::Traces, bytes) {
-            Ok(p) => p,
-            // Only a bug here could make the bytes invalid; the message form is always right.
-            Err(_) => Payload::from_traces(to_otlp(spans)),
-        }
+        Payload::from_own_encoding(Signal::Traces, bytes, spans.len())
     }
 
     fn encode_span(&mut self, s: &SpanRecord) {
@@ -225,7 +221,7 @@ impl TraceEncoder {
 mod tests {
     use super::*;
     use crate::model::{ConnKey, HttpExchange, Outcome, RequestStart, Role, Tuple};
-    use crate::spans::{HostInfo, ProcessInfo, SdkLanguage, Tracer, TracerConfig};
+    use crate::spans::{to_otlp, HostInfo, ProcessInfo, SdkLanguage, Tracer, TracerConfig};
 
     const MS: u64 = 1_000_000;
 

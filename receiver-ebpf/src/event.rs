@@ -303,31 +303,48 @@ impl<'a> EventView<'a> {
         }
     }
 
+    /// Decodes a DATA record into `slot`, reusing its payload and name buffers (the hot path
+    /// decodes every record into the same slot, so it allocates nothing per event). Any other
+    /// kind is an error here.
+    pub fn decode_data_into(&self, slot: &mut DataEvent) -> Result<(), DecodeError> {
+        let h = &self.header;
+        if h.kind != abi::SONDE_EV_DATA {
+            return Err(DecodeError::UnknownKind(h.kind));
+        }
+        let direction = match h.direction {
+            abi::SONDE_DIR_RECV => Direction::Recv,
+            abi::SONDE_DIR_SEND => Direction::Send,
+            other => return Err(DecodeError::BadDirection(other)),
+        };
+        if h.ret <= 0 {
+            return Err(DecodeError::BadByteCount(h.ret));
+        }
+        slot.ts = h.ts_boot_ns;
+        slot.conn = self.conn();
+        slot.tid = h.tid;
+        slot.fd = h.fd;
+        slot.cgroup_id = h.cgroup_id;
+        slot.direction = direction;
+        slot.role = role(h.role)?;
+        slot.tuple = self.tuple();
+        slot.bytes = h.ret as u64;
+        slot.payload.clear();
+        slot.payload.extend_from_slice(self.payload);
+        slot.comm.clear();
+        match std::str::from_utf8(self.comm()) {
+            Ok(s) => slot.comm.push_str(s),
+            Err(_) => slot.comm.push_str(&String::from_utf8_lossy(self.comm())),
+        }
+        Ok(())
+    }
+
     pub fn to_kernel_event(&self) -> Result<KernelEvent, DecodeError> {
         let h = &self.header;
         let ev = match h.kind {
             abi::SONDE_EV_DATA => {
-                let direction = match h.direction {
-                    abi::SONDE_DIR_RECV => Direction::Recv,
-                    abi::SONDE_DIR_SEND => Direction::Send,
-                    other => return Err(DecodeError::BadDirection(other)),
-                };
-                if h.ret <= 0 {
-                    return Err(DecodeError::BadByteCount(h.ret));
-                }
-                KernelEvent::Data(DataEvent {
-                    ts: h.ts_boot_ns,
-                    conn: self.conn(),
-                    tid: h.tid,
-                    fd: h.fd,
-                    cgroup_id: h.cgroup_id,
-                    direction,
-                    role: role(h.role)?,
-                    tuple: self.tuple(),
-                    bytes: h.ret as u64,
-                    payload: self.payload.to_vec(),
-                    comm: String::from_utf8_lossy(self.comm()).into_owned(),
-                })
+                let mut d = DataEvent::empty();
+                self.decode_data_into(&mut d)?;
+                KernelEvent::Data(d)
             }
             abi::SONDE_EV_ACCEPT | abi::SONDE_EV_CONNECT => KernelEvent::Connection {
                 ts: h.ts_boot_ns,

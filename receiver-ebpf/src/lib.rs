@@ -7,6 +7,7 @@
 pub mod config;
 pub mod discovery;
 pub mod event;
+pub mod hot;
 pub mod http;
 pub mod linker;
 pub mod loader;

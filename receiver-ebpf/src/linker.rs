@@ -79,7 +79,7 @@ pub enum ParentKind {
 /// A completed exchange with its place in a trace.
 #[derive(Debug, Clone)]
 pub struct LinkedExchange {
-    pub exchange: HttpExchange,
+    pub exchange: Box<HttpExchange>,
     pub trace_id: TraceId,
     pub span_id: SpanId,
     /// `None` for a root span.
@@ -320,7 +320,7 @@ struct Node {
     parent_kind: ParentKind,
     parent_final: bool,
     trace: Option<(TraceId, u8)>,
-    exchange: Option<HttpExchange>,
+    exchange: Option<Box<HttpExchange>>,
     emitted: bool,
     children: Vec<NodeId>,
     peer_pid: Option<u32>,
@@ -417,6 +417,11 @@ impl Linker {
         std::mem::take(&mut self.ready)
     }
 
+    /// Like [`Linker::take_ready`], keeping the buffer's capacity for the next pass.
+    pub fn drain_ready(&mut self) -> std::vec::Drain<'_, LinkedExchange> {
+        self.ready.drain(..)
+    }
+
     /// A request's headers were seen (event order).
     pub fn request_start(&mut self, rs: &RequestStart) {
         self.wm = self.wm.max(rs.ts);
@@ -439,7 +444,8 @@ impl Linker {
     }
 
     /// A request/response pair completed (event order).
-    pub fn exchange(&mut self, ex: HttpExchange) {
+    pub fn exchange(&mut self, ex: impl Into<Box<HttpExchange>>) {
+        let ex: Box<HttpExchange> = ex.into();
         self.wm = self.wm.max(ex.end_ts);
         if ex.role == Role::Unknown {
             self.stats.unknown_role += 1;
@@ -987,7 +993,7 @@ impl Linker {
         self.try_emit_from(id);
     }
 
-    fn emit_unlinked(&mut self, exchange: HttpExchange) {
+    fn emit_unlinked(&mut self, exchange: Box<HttpExchange>) {
         let trace_id = self.new_trace_id();
         let span_id = self.new_span_id();
         self.ready.push(LinkedExchange {
@@ -1129,7 +1135,7 @@ mod tests {
                 target: "/".into(),
                 version: "HTTP/1.1".into(),
                 host: Some("localhost:9000".into()),
-                traceparent: self.traceparent.map(String::from),
+                traceparent: self.traceparent.map(Into::into),
                 user_agent: None,
                 status: 200,
                 request_body_size: 0,

@@ -423,7 +423,7 @@ mod tests {
             start_unix_nano: 1_000 * MS,
             request_start_unix_nano: 1_000 * MS,
             end_unix_nano: 1_000 * MS + total,
-            exchange: HttpExchange {
+            exchange: Box::new(HttpExchange {
                 conn: ConnKey {
                     pid: process.info.pid,
                     sock_id: 1,
@@ -450,7 +450,7 @@ mod tests {
                 end_ts: 0,
                 outcome: Outcome::Complete,
                 comm: "x".into(),
-            },
+            }),
         }
     }
 

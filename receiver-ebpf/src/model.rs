@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+pub use compact_str::CompactString;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     Recv,
@@ -62,6 +64,29 @@ pub struct DataEvent {
     /// The first bytes moved, at most the configured payload size.
     pub payload: Vec<u8>,
     pub comm: String,
+}
+
+impl DataEvent {
+    /// A placeholder to decode into ([`crate::event::EventView::decode_data_into`]).
+    pub fn empty() -> DataEvent {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        DataEvent {
+            ts: 0,
+            conn: ConnKey { pid: 0, sock_id: 0 },
+            tid: 0,
+            fd: -1,
+            cgroup_id: 0,
+            direction: Direction::Recv,
+            role: Role::Unknown,
+            tuple: Tuple {
+                local: unspecified,
+                remote: unspecified,
+            },
+            bytes: 0,
+            payload: Vec::new(),
+            comm: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -128,14 +153,14 @@ pub struct HttpExchange {
     pub role: Role,
     pub tuple: Tuple,
     pub seq: u64,
-    pub method: String,
+    pub method: CompactString,
     /// The request target as sent (path and query).
-    pub target: String,
+    pub target: CompactString,
     /// `HTTP/1.0` or `HTTP/1.1`.
-    pub version: String,
-    pub host: Option<String>,
-    pub traceparent: Option<String>,
-    pub user_agent: Option<String>,
+    pub version: CompactString,
+    pub host: Option<CompactString>,
+    pub traceparent: Option<CompactString>,
+    pub user_agent: Option<CompactString>,
     /// 0 when no response was seen.
     pub status: u16,
     pub request_body_size: u64,
@@ -150,5 +175,5 @@ pub struct HttpExchange {
     /// Last response byte (or the close).
     pub end_ts: u64,
     pub outcome: Outcome,
-    pub comm: String,
+    pub comm: CompactString,
 }

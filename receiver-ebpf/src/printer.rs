@@ -388,7 +388,7 @@ mod tests {
             start_unix_nano: start,
             request_start_unix_nano: req_start,
             end_unix_nano: end,
-            exchange: HttpExchange {
+            exchange: Box::new(HttpExchange {
                 conn: ConnKey { pid: 1, sock_id: 1 },
                 tid: 1,
                 role: match kind {
@@ -400,7 +400,7 @@ mod tests {
                 method: "GET".into(),
                 target: "/".into(),
                 version: "HTTP/1.1".into(),
-                host: host.map(String::from),
+                host: host.map(Into::into),
                 traceparent: None,
                 user_agent: None,
                 status: 200,
@@ -412,7 +412,7 @@ mod tests {
                 end_ts: 0,
                 outcome: Outcome::Complete,
                 comm: "envoy".into(),
-            },
+            }),
         }
     }
 

@@ -7,7 +7,6 @@
 //! the drain thread: a full channel drops the payload and counts it.
 
 use std::collections::HashSet;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,11 +21,10 @@ use tokio::sync::mpsc;
 
 use crate::config::{EbpfConfig, TracePrinter};
 use crate::discovery::{Discovery, DiscoveryDiff, DiscoveryOptions, Selection, Shortcuts};
-use crate::http::{HttpConfig, HttpTracker};
-use crate::loader::{EventHandler, EventSource, ProbeOptions, Probes};
-use crate::metrics::{HttpMetrics, MetricsConfig};
-use crate::model::KernelEvent;
-use crate::otlp_encode::TraceEncoder;
+use crate::event::{DecodeError, EventView};
+use crate::hot::{HotPath, Seen};
+use crate::http::FastHash;
+use crate::loader::{EventSource, ProbeOptions, Probes, RawEventHandler};
 use crate::printer::{PrintMode, Printer};
 use crate::spans::{self, HostInfo, ProcessInfo, Tracer, TracerConfig};
 
@@ -229,25 +227,21 @@ impl Lifecycle for EbpfReceiver {
         });
         tracer.set_clock_offset(spans::boot_to_wall_offset_ns());
         let handler = Handler {
-            http: HttpTracker::new(HttpConfig::default()),
-            tracer,
-            metrics: HttpMetrics::new(MetricsConfig::default()),
-            printer: Printer::new(print_mode(self.printer)),
+            hot: HotPath::new(tracer, Printer::new(print_mode(self.printer))),
             traces_tx,
             metrics_tx,
             hint_tx: hint_tx.clone(),
             proc_rx,
-            known: HashSet::new(),
-            hinted: HashSet::new(),
+            known: HashSet::default(),
+            hinted: HashSet::default(),
             stats: self.stats.clone(),
             metrics_every: self.cfg.metrics_interval,
             last_metrics: Instant::now(),
             last_expire: Instant::now(),
             non_http_seen: 0,
-            encoder: TraceEncoder::default(),
         };
         let source = probes
-            .spawn_event_source(self.cfg.drain_interval, handler)
+            .spawn_raw_event_source(self.cfg.drain_interval, handler)
             .map_err(|e| ComponentError::new(format!("receiver {}: {e}", self.id)))?;
         let probes = Arc::new(probes);
 
@@ -306,25 +300,21 @@ enum ProcessUpdate {
 
 /// The hot path, on the drain thread.
 struct Handler {
-    http: HttpTracker,
-    tracer: Tracer,
-    metrics: HttpMetrics,
-    printer: Printer,
+    hot: HotPath,
     traces_tx: Option<mpsc::Sender<Payload>>,
     metrics_tx: Option<mpsc::Sender<Payload>>,
     hint_tx: std_mpsc::Sender<u32>,
     proc_rx: std_mpsc::Receiver<ProcessUpdate>,
     /// Pids discovery has described.
-    known: HashSet<u32>,
+    known: HashSet<u32, FastHash>,
     /// Pids seen in events before discovery described them (traced through a cgroup).
-    hinted: HashSet<u32>,
+    hinted: HashSet<u32, FastHash>,
     stats: Stats,
     metrics_every: Duration,
     last_metrics: Instant,
     /// Idle connections are expired about once a second, not on every pass.
     last_expire: Instant,
     non_http_seen: u64,
-    encoder: TraceEncoder,
 }
 
 /// How far behind the wall clock the linker's clock is kept (see `batch_done`).
@@ -346,38 +336,33 @@ impl Handler {
                 ProcessUpdate::Selected(info) => {
                     self.known.insert(info.pid);
                     self.hinted.remove(&info.pid);
-                    self.tracer.upsert_process(*info);
+                    self.hot.tracer.upsert_process(*info);
                 }
                 ProcessUpdate::Unselected(pid) => {
                     self.known.remove(&pid);
-                    self.tracer.remove_process(pid);
-                    self.metrics.remove_process(pid);
+                    self.hot.tracer.remove_process(pid);
+                    self.hot.metrics.remove_process(pid);
                 }
             }
         }
     }
 }
 
-impl EventHandler for Handler {
-    fn event(&mut self, ev: KernelEvent) {
+impl RawEventHandler for Handler {
+    fn record(&mut self, record: &EventView<'_>) -> Result<(), DecodeError> {
         self.stats.read.add(1);
-        match &ev {
-            KernelEvent::ProcessExec { pid }
-            | KernelEvent::ProcessExit { pid }
-            | KernelEvent::Listen { pid } => {
-                let _ = self.hint_tx.send(*pid);
-                return;
+        match self.hot.record(record)? {
+            Seen::Hint { pid } => {
+                let _ = self.hint_tx.send(pid);
             }
-            KernelEvent::Data(d) => {
-                let pid = d.conn.pid;
+            Seen::Data { pid } => {
                 if !self.known.contains(&pid) && self.hinted.insert(pid) {
                     let _ = self.hint_tx.send(pid);
                 }
             }
-            _ => {}
+            Seen::Other => {}
         }
-        let tracer = &mut self.tracer;
-        self.http.on_event(&ev, &mut |o| tracer.push(o));
+        Ok(())
     }
 
     fn batch_done(&mut self) {
@@ -385,29 +370,21 @@ impl EventHandler for Handler {
         let now = spans::boot_time_ns();
         if self.last_expire.elapsed() >= Duration::from_secs(1) {
             self.last_expire = Instant::now();
-            let tracer = &mut self.tracer;
-            self.http.expire(now, &mut |o| tracer.push(o));
+            self.hot.expire(now);
         }
         // Events stamped shortly before `now` may still sit in the ring buffer (the drain pass
         // is bounded); the linker's grace period covers this margin.
-        self.tracer
-            .advance(now.saturating_sub(LINK_CLOCK_MARGIN_NS));
-        let spans = self.tracer.take_spans();
-        if !spans.is_empty() {
-            self.stats.spans.add(spans.len() as u64);
-            if self.printer.enabled() {
-                let stdout = std::io::stdout();
-                let mut lock = stdout.lock();
-                let _ = self.printer.print(&spans, &mut lock);
-                let _ = lock.flush();
-            }
-            self.metrics.record_all(&spans);
-            if self.traces_tx.is_some() {
-                let p = self.encoder.payload(&spans);
-                self.send(&self.traces_tx, p);
-            }
+        let flushed = self.hot.flush(
+            now.saturating_sub(LINK_CLOCK_MARGIN_NS),
+            self.traces_tx.is_some(),
+        );
+        if flushed.spans > 0 {
+            self.stats.spans.add(flushed.spans as u64);
         }
-        let non_http = self.http.stats().non_http_connections;
+        if let Some(p) = flushed.traces {
+            self.send(&self.traces_tx, p);
+        }
+        let non_http = self.hot.http.stats().non_http_connections;
         if non_http > self.non_http_seen {
             self.stats.non_http.add(non_http - self.non_http_seen);
             self.non_http_seen = non_http;
@@ -418,7 +395,7 @@ impl EventHandler for Handler {
                 let now_unix = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64);
-                if let Some(req) = self.metrics.export(now_unix) {
+                if let Some(req) = self.hot.metrics.export(now_unix) {
                     let p = Payload::from_metrics(req);
                     self.send(&self.metrics_tx, p);
                 }

@@ -18,9 +18,9 @@ use pipeline_core::otlp::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
 
-use crate::http::HttpOutput;
+use crate::http::{FastHash, HttpOutput};
 use crate::linker::{Linker, LinkerConfig, LinkerStats, ParentKind, SpanId, TraceId};
-use crate::model::{ConnKey, HttpExchange, Outcome, RequestStart, Role};
+use crate::model::{CompactString, ConnKey, HttpExchange, Outcome, RequestStart, Role};
 
 /// The instrumentation scope of every span and metric this receiver makes.
 pub const SCOPE_NAME: &str = "sonde.receiver.ebpf";
@@ -181,9 +181,9 @@ pub struct SpanRecord {
     /// Service name of the traced process at the other end of the connection.
     pub peer_service: Option<Arc<str>>,
     /// `url.path`: the request target without query or fragment.
-    pub path: String,
+    pub path: CompactString,
     /// Low-cardinality form of the path ([`route`]).
-    pub route: String,
+    pub route: CompactString,
     /// The status to report: the response's, or 499 for a server request whose client closed
     /// the connection before any response (0 for a client request that got none).
     pub status: u16,
@@ -192,7 +192,7 @@ pub struct SpanRecord {
     /// When the request's first byte was read (server) or written (client).
     pub request_start_unix_nano: u64,
     pub end_unix_nano: u64,
-    pub exchange: HttpExchange,
+    pub exchange: Box<HttpExchange>,
 }
 
 impl SpanRecord {
@@ -545,11 +545,11 @@ fn host_without_port(host: &str) -> &str {
 /// it is a number (or number-like: digits with `-_.:,`), a hex string of 8+ digits with at least
 /// one decimal digit (hashes, object ids, UUIDs), a 16+ character token mixing letters and
 /// digits (ULIDs, API keys), or longer than 64 bytes.
-pub fn route(path: &str) -> String {
+pub fn route(path: &str) -> CompactString {
     if path == "*" {
         return "*".into();
     }
-    let mut out = String::with_capacity(path.len());
+    let mut out = CompactString::with_capacity(path.len());
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
@@ -651,7 +651,7 @@ impl Default for TracerConfig {
 /// Request starts and exchanges in, linked [`SpanRecord`]s out.
 pub struct Tracer {
     linker: Linker,
-    processes: HashMap<u32, Arc<ProcessMeta>>,
+    processes: HashMap<u32, Arc<ProcessMeta>, FastHash>,
     host: HostInfo,
     sdk_name: String,
     clock_offset_ns: i64,
@@ -674,7 +674,7 @@ impl Tracer {
     fn with_linker(host: HostInfo, sdk_name: String, linker: Linker) -> Tracer {
         Tracer {
             linker,
-            processes: HashMap::new(),
+            processes: HashMap::default(),
             host,
             sdk_name,
             clock_offset_ns: 0,
@@ -707,7 +707,7 @@ impl Tracer {
         self.linker.request_start(rs);
     }
 
-    pub fn exchange(&mut self, ex: HttpExchange) {
+    pub fn exchange(&mut self, ex: impl Into<Box<HttpExchange>>) {
         self.linker.exchange(ex);
     }
 
@@ -740,14 +740,24 @@ impl Tracer {
 
     /// The spans completed and linked since the last call.
     pub fn take_spans(&mut self) -> Vec<SpanRecord> {
-        let ready = self.linker.take_ready();
-        let mut out = Vec::with_capacity(ready.len());
+        let mut out = Vec::new();
+        self.take_spans_into(&mut out);
+        out
+    }
+
+    /// Appends the spans completed and linked since the last call to `out`.
+    pub fn take_spans_into(&mut self, out: &mut Vec<SpanRecord>) {
+        let off = self.clock_offset_ns;
+        let processes = &mut self.processes;
+        let (host, sdk_name) = (&self.host, self.sdk_name.as_str());
+        let ready = self.linker.drain_ready();
+        out.reserve(ready.len());
         for l in ready {
             let ex = l.exchange;
-            let process = self.process_for(ex.conn.pid, &ex.comm);
+            let process = process_for(processes, host, sdk_name, ex.conn.pid, &ex.comm);
             let peer_service = l
                 .peer_pid
-                .and_then(|p| self.processes.get(&p))
+                .and_then(|p| processes.get(&p))
                 .map(|p| p.service_name.clone());
             let kind = match ex.role {
                 Role::Client => SpanKind::Client,
@@ -765,9 +775,8 @@ impl Tracer {
                 (SpanKind::Server, Some(c)) if c <= ex.request_start_ts => c,
                 _ => ex.request_start_ts,
             };
-            let path = url_path(&ex.target).to_string();
+            let path = CompactString::from(url_path(&ex.target));
             let route = route(&path);
-            let off = self.clock_offset_ns;
             out.push(SpanRecord {
                 kind,
                 trace_id: l.trace_id,
@@ -786,26 +795,31 @@ impl Tracer {
                 exchange: ex,
             });
         }
-        out
     }
+}
 
-    /// The process's description, or a provisional one from the kernel's `comm` (kept until
-    /// discovery describes the process).
-    fn process_for(&mut self, pid: u32, comm: &str) -> Arc<ProcessMeta> {
-        if let Some(p) = self.processes.get(&pid) {
-            return p.clone();
-        }
-        let info = ProcessInfo {
-            pid,
-            exe_name: comm.to_string(),
-            ..ProcessInfo::default()
-        };
-        let mut meta = ProcessMeta::new(info, &self.host, &self.sdk_name);
-        meta.provisional = true;
-        let meta = Arc::new(meta);
-        self.processes.insert(pid, meta.clone());
-        meta
+/// The process's description, or a provisional one from the kernel's `comm` (kept until
+/// discovery describes the process).
+fn process_for(
+    processes: &mut HashMap<u32, Arc<ProcessMeta>, FastHash>,
+    host: &HostInfo,
+    sdk_name: &str,
+    pid: u32,
+    comm: &str,
+) -> Arc<ProcessMeta> {
+    if let Some(p) = processes.get(&pid) {
+        return p.clone();
     }
+    let info = ProcessInfo {
+        pid,
+        exe_name: comm.to_string(),
+        ..ProcessInfo::default()
+    };
+    let mut meta = ProcessMeta::new(info, host, sdk_name);
+    meta.provisional = true;
+    let meta = Arc::new(meta);
+    processes.insert(pid, meta.clone());
+    meta
 }
 
 #[cfg(test)]
@@ -1209,7 +1223,7 @@ mod tests {
             t.push(HttpOutput::Start(start(i)));
         }
         for i in [4, 3, 2, 1, 0] {
-            t.push(HttpOutput::Done(reqs[i].clone()));
+            t.push(HttpOutput::Done(Box::new(reqs[i].clone())));
         }
         t.advance(1_000_006 * MS);
         assert!(t.take_spans().is_empty(), "the root waits for its grace");

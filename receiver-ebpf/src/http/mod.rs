@@ -38,7 +38,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
 
 use crate::model::{
-    ConnKey, DataEvent, Direction, HttpExchange, KernelEvent, Outcome, RequestStart, Role, Tuple,
+    CompactString, ConnKey, DataEvent, Direction, HttpExchange, KernelEvent, Outcome, RequestStart,
+    Role, Tuple,
 };
 use parse::{
     classify, classify_prefix, find_head_end, parse_head, parse_head_end, skip_crlf, Chunk, Class,
@@ -102,11 +103,11 @@ impl Default for HttpConfig {
 /// ones have ended.
 // Outputs are handed over one at a time, never stored in bulk here: boxing the exchange would
 // only add an allocation per exchange.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum HttpOutput {
     Start(RequestStart),
-    Done(HttpExchange),
+    /// Boxed: exchanges are handed on through the linker to the span, moved many times.
+    Done(Box<HttpExchange>),
     /// A started request that will get no `Done`: its connection was expired or evicted, or
     /// its response can no longer be told apart from others (bytes past the captured prefix).
     Abandoned {
@@ -355,9 +356,10 @@ impl HttpTracker {
 /// Hash for connection keys: they come from the kernel, not from peers, so no DoS-resistant
 /// hash is needed; the finalizer spreads the aligned socket addresses.
 #[derive(Default)]
-struct ConnHasher(u64);
+pub struct ConnHasher(u64);
 
-type FastHash = BuildHasherDefault<ConnHasher>;
+/// Hasher for maps keyed by kernel-provided ids (pids, socket addresses).
+pub type FastHash = BuildHasherDefault<ConnHasher>;
 
 impl Hasher for ConnHasher {
     fn finish(&self) -> u64 {
@@ -493,12 +495,12 @@ struct Pending {
     report: bool,
     tid: u32,
     ts: u64,
-    method: String,
-    target: String,
-    version: String,
-    host: Option<String>,
-    traceparent: Option<String>,
-    user_agent: Option<String>,
+    method: CompactString,
+    target: CompactString,
+    version: CompactString,
+    host: Option<CompactString>,
+    traceparent: Option<CompactString>,
+    user_agent: Option<CompactString>,
     is_head: bool,
     is_connect: bool,
     req_body: u64,
@@ -518,7 +520,7 @@ struct Link {
     key: ConnKey,
     role: Role,
     tuple: Tuple,
-    comm: String,
+    comm: CompactString,
     /// Which direction carries requests; `None` until known (role Unknown and no message yet).
     req_dir: Option<Direction>,
     /// False once the connection is known not to (or no longer to) carry HTTP/1.x.
@@ -554,10 +556,10 @@ fn request_direction(role: Role) -> Option<Direction> {
     }
 }
 
-fn text(b: &[u8]) -> String {
+fn text(b: &[u8]) -> CompactString {
     match std::str::from_utf8(b) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(b).into_owned(),
+        Ok(s) => CompactString::from(s),
+        Err(_) => CompactString::from_utf8_lossy(b),
     }
 }
 
@@ -587,7 +589,7 @@ impl Conn {
                 key,
                 role,
                 tuple,
-                comm: String::new(),
+                comm: CompactString::default(),
                 req_dir: request_direction(role),
                 http: true,
                 confirmed: false,
@@ -619,7 +621,7 @@ impl Conn {
             return;
         }
         if link.comm.is_empty() {
-            link.comm.clone_from(&d.comm);
+            link.comm = CompactString::from(d.comm.as_str());
         }
         if link.role == Role::Unknown && d.role != Role::Unknown {
             link.role = d.role;
@@ -1156,7 +1158,7 @@ impl Link {
             return;
         }
         cx.stats.exchanges += 1;
-        (cx.out)(HttpOutput::Done(HttpExchange {
+        (cx.out)(HttpOutput::Done(Box::new(HttpExchange {
             conn: self.key,
             tid: e.tid,
             role: self.role,
@@ -1181,7 +1183,7 @@ impl Link {
             end_ts,
             outcome,
             comm: self.comm.clone(),
-        }));
+        })));
     }
 
     fn add_body(&mut self, p: &mut DirParser, dir: Direction, n: u64) {

@@ -124,7 +124,7 @@ impl Sim {
         self.out
             .iter()
             .filter_map(|o| match o {
-                HttpOutput::Done(x) => Some(x.clone()),
+                HttpOutput::Done(x) => Some((**x).clone()),
                 _ => None,
             })
             .collect()
@@ -145,8 +145,8 @@ impl Sim {
             .into_iter()
             .map(|x| {
                 (
-                    x.method,
-                    x.target,
+                    x.method.into(),
+                    x.target.into(),
                     x.status,
                     x.request_body_size,
                     x.response_body_size,
@@ -1033,7 +1033,7 @@ fn garbage_between_messages_is_a_parse_error_then_recovers() {
     s.send(b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n\r\n");
     s.recv(b"GET /b HTTP/1.1\r\n\r\n");
     s.send(OK5);
-    let targets: Vec<String> = s.dones().into_iter().map(|x| x.target).collect();
+    let targets: Vec<String> = s.dones().into_iter().map(|x| x.target.into()).collect();
     assert_eq!(targets, ["/a", "/b"]);
     let st = s.t.stats();
     assert_eq!(
@@ -1052,7 +1052,7 @@ fn garbage_between_messages_is_a_parse_error_then_recovers() {
     s.send(OK5);
     s.recv(b"GET /d HTTP/1.1\r\n\r\n");
     s.send(OK5);
-    let targets: Vec<String> = s.dones().into_iter().map(|x| x.target).collect();
+    let targets: Vec<String> = s.dones().into_iter().map(|x| x.target.into()).collect();
     assert_eq!(targets, ["/a", "/b", "/d"]);
 }
 
@@ -1079,7 +1079,7 @@ fn pipelining_deeper_than_tracked_is_dropped_not_mispaired() {
     for _ in 0..3 {
         s.send(OK5);
     }
-    let targets: Vec<String> = s.dones().into_iter().map(|x| x.target).collect();
+    let targets: Vec<String> = s.dones().into_iter().map(|x| x.target.into()).collect();
     assert_eq!(targets, ["/1", "/2"]);
     s.recv(b"GET /4 HTTP/1.1\r\n\r\n");
     s.send(OK5);

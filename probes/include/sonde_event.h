@@ -93,7 +93,9 @@ struct sonde_event {
 /* What each kind fills besides kind/pid/tid/comm/cgroup_id/ts_boot_ns:
  * - DATA: fd, sock_id, ret (bytes moved, > 0), direction, role, syscall, tuple, payload_len and
  *   that many payload bytes right after the header. The record is exactly
- *   sizeof(header) + payload_len bytes long (sendfile: payload_len 0).
+ *   sizeof(header) + payload_len bytes long (sendfile: payload_len 0). comm and cgroup_id are
+ *   the process's when the connection was first seen (cached per connection, not read on
+ *   every syscall).
  * - ACCEPT / CONNECT: fd (the connection's fd), sock_id, ret (accept: the fd; connect: 0 or
  *   -EINPROGRESS), role, syscall, tuple (a non-blocking connect's tuple is what the socket has
  *   so far, normally complete).

@@ -79,10 +79,15 @@ struct sonde_conn_key {
 };
 
 struct sonde_conn {
+	__u64 file;               /* the struct file at the fd: a hit skips the socket checks */
 	__u64 sock_id;
 	struct sonde_tuple tuple; /* a connected TCP socket's tuple does not change: read once */
 	__u8 role;                /* enum sonde_role, or SONDE_CONN_NOT_TCP */
 	__u8 _pad[7];
+	/* Of the process when the connection was first seen: data events copy these instead of
+	 * asking the kernel on every syscall. */
+	__u64 cgroup_id;
+	char comm[16];
 };
 
 /* A socket that is not TCP over IPv4/IPv6 (unix, UDP...), remembered so that its next calls
@@ -170,10 +175,9 @@ static __always_inline int syscall_args(struct task_struct *task, long nr, struc
 	return 0;
 }
 
-/* fd -> struct sock if the fd is a socket, or NULL. The inode mode is checked before
- * private_data is trusted to be a struct socket. task comes from bpf_get_current_task_btf(),
- * so the first loads are plain BTF-checked loads rather than probe-read helper calls. */
-static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
+/* fd -> struct file, or NULL. task comes from bpf_get_current_task_btf(), so the first loads
+ * are plain BTF-checked loads rather than probe-read helper calls. */
+static __always_inline struct file *file_of_fd(struct task_struct *task, int fd)
 {
 	if (fd < 0)
 		return 0;
@@ -187,7 +191,16 @@ static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
 		return 0;
 	struct file **fds = fdt->fd;
 	struct file *f = 0;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return 0;
+	return f;
+}
+
+/* struct file -> struct sock if the file is a socket, or NULL. The inode mode is checked
+ * before private_data is trusted to be a struct socket. */
+static __always_inline struct sock *sock_of_file(struct file *f)
+{
+	if (!f)
 		return 0;
 	unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
@@ -196,6 +209,11 @@ static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
 	if (!so)
 		return 0;
 	return BPF_CORE_READ(so, sk);
+}
+
+static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
+{
+	return sock_of_file(file_of_fd(task, fd));
 }
 
 /* AF_INET or AF_INET6 for a TCP socket, 0 otherwise. */
@@ -230,11 +248,12 @@ static __always_inline void read_tuple(struct sock *sk, __u16 family, struct son
 	}
 }
 
-/* Every header field set, so no stale ring-buffer or scratch bytes reach userspace. */
-static __always_inline void init_header(struct sonde_event_header *h, __u8 kind, __u64 pid_tgid)
+/* Every header field set but cgroup_id and comm, so no stale ring-buffer or scratch bytes
+ * reach userspace (data events take those two from the connection cache). */
+static __always_inline void init_header_base(struct sonde_event_header *h, __u8 kind,
+					     __u64 pid_tgid)
 {
 	h->ts_boot_ns = bpf_ktime_get_boot_ns();
-	h->cgroup_id = bpf_get_current_cgroup_id();
 	h->sock_id = 0;
 	h->ret = 0;
 	h->pid = pid_tgid >> 32;
@@ -247,27 +266,41 @@ static __always_inline void init_header(struct sonde_event_header *h, __u8 kind,
 	h->syscall = SONDE_SYS_NONE;
 	h->_pad = 0;
 	__builtin_memset(&h->tuple, 0, sizeof(h->tuple));
+}
+
+static __always_inline void init_header(struct sonde_event_header *h, __u8 kind, __u64 pid_tgid)
+{
+	init_header_base(h, kind, pid_tgid);
+	h->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
-/* Fills role and tuple of a data event from the connection cache, or from the socket on the
- * first event of a connection (one opened before Sonde, or by a syscall we do not hook: its
- * role is unknown, and it is cached so that its close is still reported). False if the socket
- * is not TCP. */
-static __always_inline bool conn_info(__u32 tgid, int fd, struct sock *sk,
+/* Fills sock_id, role and tuple of a data event from the connection cache, or from the
+ * socket on the first event of a connection (one opened before Sonde, or by a syscall we do
+ * not hook: its role is unknown, and it is cached so that its close is still reported). The
+ * cache is keyed by (tgid, fd) and checked against the struct file at the fd, so the common
+ * case costs one map lookup and one pointer read. False if the fd is not a TCP socket (files,
+ * pipes and other sockets are cached as such too). */
+static __always_inline bool conn_info(__u32 tgid, int fd, struct file *f,
 				      struct sonde_event_header *h)
 {
 	struct sonde_conn_key key = {.tgid = tgid, .fd = fd};
 	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &key);
-	if (c && c->sock_id == (__u64)sk) {
+	if (c && c->file == (__u64)f) {
 		if (c->role == SONDE_CONN_NOT_TCP)
 			return false;
+		h->sock_id = c->sock_id;
 		h->role = c->role;
+		h->cgroup_id = c->cgroup_id;
+		__builtin_memcpy(h->comm, c->comm, sizeof(h->comm));
 		__builtin_memcpy(&h->tuple, &c->tuple, sizeof(h->tuple));
 		return true;
 	}
-	struct sonde_conn nc = {.sock_id = (__u64)sk, .role = SONDE_ROLE_UNKNOWN};
-	__u16 family = tcp_family(sk);
+	struct sock *sk = sock_of_file(f);
+	struct sonde_conn nc = {.file = (__u64)f, .sock_id = (__u64)sk, .role = SONDE_ROLE_UNKNOWN};
+	nc.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(nc.comm, sizeof(nc.comm));
+	__u16 family = sk ? tcp_family(sk) : 0;
 	if (family)
 		read_tuple(sk, family, &nc.tuple);
 	else
@@ -275,7 +308,10 @@ static __always_inline bool conn_info(__u32 tgid, int fd, struct sock *sk,
 	bpf_map_update_elem(&sonde_conns, &key, &nc, BPF_ANY);
 	if (!family)
 		return false;
+	h->sock_id = (__u64)sk;
 	h->role = SONDE_ROLE_UNKNOWN;
+	h->cgroup_id = nc.cgroup_id;
+	__builtin_memcpy(h->comm, nc.comm, sizeof(h->comm));
 	__builtin_memcpy(&h->tuple, &nc.tuple, sizeof(h->tuple));
 	return true;
 }
@@ -309,24 +345,30 @@ static __always_inline __u64 prefix_len(long ret)
 static __always_inline int copy_iov(struct sonde_scratch *e, const struct sonde_iovec *iov,
 				    unsigned long iovcnt, __u64 want)
 {
+	/* The iovec entries in one read (each helper call costs more than the bytes). */
+	struct sonde_iovec vs[SONDE_MAX_IOV];
+	__u64 cnt = iovcnt < SONDE_MAX_IOV ? iovcnt : SONDE_MAX_IOV;
+	__u64 bytes = cnt * sizeof(struct sonde_iovec);
+	barrier_var(bytes);
+	if (bytes > sizeof(vs))
+		bytes = sizeof(vs);
+	if (bytes && bpf_probe_read_user(vs, bytes, iov))
+		return -1;
 	__u64 off = 0;
 #pragma unroll
 	for (int i = 0; i < SONDE_MAX_IOV; i++) {
-		if (i >= iovcnt || off >= want)
+		if (i >= cnt || off >= want)
 			break;
-		struct sonde_iovec v;
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
-			return -1;
 		__u64 n = want - off;
-		if (v.iov_len < n)
-			n = v.iov_len;
+		if (vs[i].iov_len < n)
+			n = vs[i].iov_len;
 		barrier_var(n);
 		if (n > SONDE_MAX_PAYLOAD)
 			n = SONDE_MAX_PAYLOAD;
 		/* off < want <= MAX: a no-op that proves the bound. */
 		off &= SONDE_MAX_PAYLOAD - 1;
 		barrier_var(off);
-		if (n && bpf_probe_read_user(&e->payload[off], n, v.iov_base))
+		if (n && bpf_probe_read_user(&e->payload[off], n, vs[i].iov_base))
 			return -1;
 		off += n;
 	}
@@ -367,8 +409,8 @@ static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys,
 		return 0;
 
 	int fd = (int)regs.a1;
-	struct sock *sk = sock_of_fd(task, fd);
-	if (!sk) {
+	struct file *f = file_of_fd(task, fd);
+	if (!f) {
 		count(SONDE_CNT_NOT_SOCKET);
 		return 0;
 	}
@@ -377,12 +419,11 @@ static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys,
 	struct sonde_scratch *e = bpf_map_lookup_elem(&sonde_scratch, &zero);
 	if (!e)
 		return 0;
-	init_header(&e->h, SONDE_EV_DATA, pid_tgid);
-	if (!conn_info(tgid, fd, sk, &e->h)) {
+	init_header_base(&e->h, SONDE_EV_DATA, pid_tgid);
+	if (!conn_info(tgid, fd, f, &e->h)) {
 		count(SONDE_CNT_NOT_SOCKET);
 		return 0;
 	}
-	e->h.sock_id = (__u64)sk;
 	e->h.ret = ret;
 	e->h.fd = fd;
 	e->h.direction = dir;
@@ -469,14 +510,17 @@ static __always_inline int handle_conn(struct sonde_sys_exit_ctx *ctx, __u8 sys)
 		role = SONDE_ROLE_CLIENT;
 	}
 
-	struct sock *sk = sock_of_fd(task, fd);
+	struct file *f = file_of_fd(task, fd);
+	struct sock *sk = sock_of_file(f);
 	__u16 family = sk ? tcp_family(sk) : 0;
 	if (!family) {
 		count(SONDE_CNT_NOT_SOCKET);
 		return 0;
 	}
 	struct sonde_conn_key key = {.tgid = tgid, .fd = fd};
-	struct sonde_conn c = {.sock_id = (__u64)sk, .role = role};
+	struct sonde_conn c = {.file = (__u64)f, .sock_id = (__u64)sk, .role = role};
+	c.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(c.comm, sizeof(c.comm));
 	read_tuple(sk, family, &c.tuple);
 	bpf_map_update_elem(&sonde_conns, &key, &c, BPF_ANY);
 

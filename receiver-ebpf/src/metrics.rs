@@ -16,6 +16,7 @@ use pipeline_core::otlp::tonic::metrics::v1::{
     ScopeMetrics,
 };
 
+use crate::http::FastHash;
 use crate::spans::{
     kv_bool, kv_int, kv_str, normalize_method, scope, ProcessMeta, SpanKind, SpanRecord,
 };
@@ -118,10 +119,12 @@ struct GroupKey {
 
 pub struct HttpMetrics {
     max_series: usize,
-    index: HashMap<GroupKey, HashMap<String, usize>>,
+    /// Group keys are bounded and come from the kernel and the method table: a fast hash.
+    /// Routes come from peers: the default, DoS-resistant one.
+    index: HashMap<GroupKey, HashMap<String, usize>, FastHash>,
     overflow: HashMap<(u32, SpanKind), usize>,
     series: Vec<Series>,
-    processes: HashMap<u32, Arc<ProcessMeta>>,
+    processes: HashMap<u32, Arc<ProcessMeta>, FastHash>,
     gone: HashSet<u32>,
     overflowed: u64,
 }
@@ -146,10 +149,10 @@ impl HttpMetrics {
     pub fn new(config: MetricsConfig) -> HttpMetrics {
         HttpMetrics {
             max_series: config.max_series,
-            index: HashMap::new(),
+            index: HashMap::default(),
             overflow: HashMap::new(),
             series: Vec::new(),
-            processes: HashMap::new(),
+            processes: HashMap::default(),
             gone: HashSet::new(),
             overflowed: 0,
         }

@@ -56,6 +56,7 @@ enum {
 #define S_IFSOCK 0140000
 #define MSG_PEEK 2
 #define EINPROGRESS 115
+#define EINTR 4
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 

@@ -125,13 +125,6 @@ struct sonde_sys_exit_ctx {
 	long ret;
 };
 
-struct sonde_sys_enter_close_ctx {
-	__u64 common;
-	int syscall_nr;
-	int _pad;
-	unsigned long fd;
-};
-
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&sonde_counters, &idx);
@@ -559,19 +552,35 @@ int sonde_exit_connect(struct sonde_sys_exit_ctx *ctx)
 	return handle_conn(ctx, SONDE_SYS_CONNECT);
 }
 
-/* At enter: after the syscall the fd may already be reused by another thread. */
-SEC("tracepoint/syscalls/sys_enter_close")
-int sonde_enter_close(struct sonde_sys_enter_close_ctx *ctx)
+/* At exit, like everything else: a sys_enter program would put every syscall of every process
+ * on the machine through the enter-side tracepoint path. Linux releases the fd even when close
+ * fails with EINTR. Another thread may already have reused the fd number by now: if the cached
+ * entry describes the file that holds the fd now, it is the new file's (written by its accept
+ * or first data event) and is left alone; the old connection's close is then missed, and
+ * userspace expires it as idle. */
+SEC("tracepoint/syscalls/sys_exit_close")
+int sonde_exit_close(struct sonde_sys_exit_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (!selected(tgid))
 		return 0;
 	count(SONDE_CNT_FILTERED_IN);
+	if (ctx->ret != 0 && ctx->ret != -EINTR)
+		return 0;
 
-	struct sonde_conn_key key = {.tgid = tgid, .fd = (int)ctx->fd};
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sonde_args regs;
+	if (syscall_args(task, ctx->syscall_nr, &regs)) {
+		count(SONDE_CNT_READ_ERRORS);
+		return 0;
+	}
+	struct sonde_conn_key key = {.tgid = tgid, .fd = (int)regs.a1};
 	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &key);
 	if (!c)
+		return 0;
+	struct file *now = file_of_fd(task, key.fd);
+	if (now && (__u64)now == c->file)
 		return 0;
 	__u64 sock_id = c->sock_id;
 	__u8 role = c->role;

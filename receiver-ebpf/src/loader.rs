@@ -40,7 +40,7 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sonde_exit_accept", "syscalls", "sys_exit_accept"),
     ("sonde_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sonde_exit_connect", "syscalls", "sys_exit_connect"),
-    ("sonde_enter_close", "syscalls", "sys_enter_close"),
+    ("sonde_exit_close", "syscalls", "sys_exit_close"),
     ("sonde_exit_listen", "syscalls", "sys_exit_listen"),
     ("sonde_process_exec", "sched", "sched_process_exec"),
     ("sonde_process_exit", "sched", "sched_process_exit"),

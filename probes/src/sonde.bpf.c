@@ -18,7 +18,10 @@
  * Needs a kernel with BTF and >= 5.15 (bpf_task_pt_regs; ring buffer 5.8,
  * bpf_get_current_task_btf 5.11). The task's pointers are followed with BTF-typed loads where
  * the verifier allows it (much cheaper than a probe-read helper call each), and a connection's
- * tuple and TCP check are cached per (tgid, fd), so a data event costs about 0.3 us here.
+ * tuple, TCP check, comm and cgroup id are cached per (tgid, fd) and checked against the struct
+ * file at the fd. Measured with kernel.bpf_stats_enabled on nginx under wrk (2026-12-05, 6.18):
+ * recvfrom ~0.45 us and writev (two iovecs) ~0.75 us per event, of which the ring buffer output
+ * is ~0.14 us, each bpf_probe_read_user ~0.08-0.15 us and the boot-clock read ~0.05 us.
  */
 #include "sonde_kernel.h"
 #include <bpf/bpf_helpers.h>

@@ -53,6 +53,7 @@ const CONSTANTS: &[(&str, &str)] = &[
     ("SONDE_EV_PROC_EXEC", "u8"),
     ("SONDE_EV_PROC_EXIT", "u8"),
     ("SONDE_EV_LISTEN", "u8"),
+    ("SONDE_EV_PROC_FORK", "u8"),
     ("SONDE_DIR_NONE", "u8"),
     ("SONDE_DIR_RECV", "u8"),
     ("SONDE_DIR_SEND", "u8"),

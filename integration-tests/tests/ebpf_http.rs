@@ -610,11 +610,15 @@ fn process_started_after_sonde_is_captured_from_its_first_requests() {
 }
 
 fn start_nginx(dir: &Path, port: u16) -> Proc {
+    start_nginx_workers(dir, port, 1)
+}
+
+fn start_nginx_workers(dir: &Path, port: u16, workers: u32) -> Proc {
     let conf = write_config(
         dir,
         "nginx.conf",
         &format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+            "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
@@ -634,6 +638,51 @@ fn start_nginx(dir: &Path, port: u16) -> Proc {
     );
     wait_for_port(port, Duration::from_secs(10));
     p
+}
+
+/// A pre-forking server: nginx's master listens, then forks its workers, which serve every
+/// request. The workers must be traced from the start although they never exec or listen: the
+/// kernel selects a selected process's forks, and discovery looks at the children of a process
+/// it newly selects (forks that raced ahead of the master's selection).
+#[test]
+fn preforking_server_started_after_sonde_is_captured_from_its_first_requests() {
+    if !can_load_ebpf("preforking_server_started_after_sonde_is_captured_from_its_first_requests") {
+        return;
+    }
+    let dir = temp_dir("ebpf-prefork");
+    let (port, sink, metrics) = (free_port(), free_port(), free_port());
+    let server = CaptureServer::start(sink);
+    let sonde = start_sonde(
+        &dir,
+        &ebpf_config(
+            &format!("    discovery:\n      instrument:\n        - open_ports: {port}"),
+            sink,
+            metrics,
+        ),
+        metrics,
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _nginx = start_nginx_workers(&dir, port, 2);
+    for i in 0..10 {
+        curl(&[&format!("http://127.0.0.1:{port}/prefork/{i}")]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Without the fork handling the workers were found by the next full scan, seconds later,
+    // and none of these requests was captured.
+    assert!(wait_until(Duration::from_secs(10), || server_spans(
+        &server.capture
+    )
+    .len()
+        >= 8));
+    std::thread::sleep(Duration::from_millis(300));
+    let n = server_spans(&server.capture).len();
+    assert!(
+        n >= 8,
+        "only {n} of the first 10 requests captured; log: {:?}",
+        sonde.printed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -26,6 +26,7 @@ enum sonde_event_kind {
 	SONDE_EV_PROC_EXEC = 5,  /* any process exec'd (discovery hint, not filtered) */
 	SONDE_EV_PROC_EXIT = 6,  /* a process exited (discovery hint) */
 	SONDE_EV_LISTEN = 7,     /* a process started listening (discovery hint) */
+	SONDE_EV_PROC_FORK = 8,  /* a selected process forked a new process, selected with it */
 };
 
 enum sonde_direction {
@@ -103,6 +104,8 @@ struct sonde_event {
  * - LISTEN: fd and, for TCP sockets, sock_id and the local address/port in tuple.saddr/sport.
  * - PROC_EXEC / PROC_EXIT: nothing else (pid is the process; exit is sent once the last
  *   thread of the process exits).
+ * - PROC_FORK: pid is the new process (selected in the kernel already, before its first
+ *   syscall), tid its first thread (the same id), ret the parent's tgid.
  * Fields a kind does not use are zero (fd: -1). */
 
 /* The layout is part of the contract with userspace: both the BPF and the host compiler must

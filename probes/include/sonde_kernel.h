@@ -125,6 +125,8 @@ struct task_struct {
 	void *stack;
 	struct files_struct *files;
 	struct signal_struct *signal;
+	int pid;  /* the thread id */
+	int tgid; /* the process id */
 };
 
 #pragma clang attribute pop

@@ -26,6 +26,7 @@
 #include "sonde_kernel.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "sonde_event.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -646,8 +647,46 @@ int sonde_process_exec(void *ctx)
 	return 0;
 }
 
+/* The pid bitmap word holding tgid's bit, or NULL. */
+static __always_inline __u64 *pid_word(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	return bpf_map_lookup_elem(&sonde_pids, &word);
+}
+
+/* A selected process forked: the child is selected at once, before its first syscall, so a
+ * pre-forking server's workers (nginx, gunicorn...) are traced from their first request rather
+ * than from discovery's next look. Userspace gets a hint to describe the child, and unselects
+ * it if the rules say so (e.g. it exec'd something else). Threads are not processes: skipped.
+ * Only the pid bitmap is consulted: a cgroup-selected parent's child is in the same cgroup.
+ * The read-modify-write is not atomic; a bit lost to a concurrent update of the same word is
+ * restored when discovery selects the child from the hint. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sonde_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid;
+	__u32 ctgid = child->tgid;
+	if (ctgid == ptgid || ptgid == self_tgid)
+		return 0;
+	__u64 *pbits = pid_word(ptgid);
+	if (!pbits || !((*pbits >> (ptgid % 64)) & 1))
+		return 0;
+	__u64 *cbits = pid_word(ctgid);
+	if (!cbits)
+		return 0;
+	*cbits |= 1ULL << (ctgid % 64);
+	struct sonde_event_header h;
+	init_header(&h, SONDE_EV_PROC_FORK, bpf_get_current_pid_tgid());
+	h.pid = ctgid;
+	h.tid = child->pid;
+	h.ret = ptgid;
+	submit_header(&h);
+	return 0;
+}
+
 /* Fires for every exiting thread; only the last one of a process (signal->live dropped to 0
- * before the tracepoint) means the process is gone. */
+ * before the tracepoint) means the process is gone. Its selection bit is cleared here, so a
+ * later process reusing the pid is never traced by mistake, whatever userspace has seen. */
 SEC("tracepoint/sched/sched_process_exit")
 int sonde_process_exit(void *ctx)
 {
@@ -655,6 +694,10 @@ int sonde_process_exit(void *ctx)
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u64 *bits = pid_word(tgid);
+	if (bits && ((*bits >> (tgid % 64)) & 1))
+		*bits &= ~(1ULL << (tgid % 64));
 	struct sonde_event_header h;
 	init_header(&h, SONDE_EV_PROC_EXIT, pid_tgid);
 	submit_header(&h);

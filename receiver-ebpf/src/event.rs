@@ -361,6 +361,10 @@ impl<'a> EventView<'a> {
             },
             abi::SONDE_EV_PROC_EXEC => KernelEvent::ProcessExec { pid: h.pid },
             abi::SONDE_EV_PROC_EXIT => KernelEvent::ProcessExit { pid: h.pid },
+            abi::SONDE_EV_PROC_FORK => KernelEvent::ProcessFork {
+                pid: h.pid,
+                parent: h.ret as u32,
+            },
             abi::SONDE_EV_LISTEN => KernelEvent::Listen { pid: h.pid },
             other => return Err(DecodeError::UnknownKind(other)),
         };
@@ -523,6 +527,15 @@ mod tests {
             };
             assert_eq!(got, (kind, pid));
         }
+        let mut h = header(abi::SONDE_EV_PROC_FORK);
+        h.ret = 99;
+        assert!(matches!(
+            decode(&record(&h, &[])),
+            Ok(KernelEvent::ProcessFork {
+                pid: 100,
+                parent: 99
+            })
+        ));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Seen {
     Data { pid: u32 },
     /// A discovery hint (exec, exit, listen) about `pid`.
     Hint { pid: u32 },
+    /// `pid` was forked by a selected process and is selected in the kernel already:
+    /// discovery must describe it, or unselect it.
+    Forked { pid: u32 },
     /// A connection opened or closed.
     Other,
 }
@@ -77,9 +80,15 @@ impl HotPath {
         }
         let ev = view.to_kernel_event()?;
         match ev {
-            KernelEvent::ProcessExec { pid }
-            | KernelEvent::ProcessExit { pid }
-            | KernelEvent::Listen { pid } => Ok(Seen::Hint { pid }),
+            KernelEvent::ProcessExit { pid } => {
+                // Its sockets were closed by the kernel, without close syscalls.
+                self.http.on_event(&ev, &mut |o| tracer.push(o));
+                Ok(Seen::Hint { pid })
+            }
+            KernelEvent::ProcessExec { pid } | KernelEvent::Listen { pid } => {
+                Ok(Seen::Hint { pid })
+            }
+            KernelEvent::ProcessFork { pid, .. } => Ok(Seen::Forked { pid }),
             _ => {
                 self.http.on_event(&ev, &mut |o| tracer.push(o));
                 Ok(Seen::Other)

@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, TracePoint};
-use aya::{Ebpf, EbpfError, EbpfLoader};
+use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use thiserror::Error;
 
 use crate::event::{abi, DecodeError, EventView, RawConfig};
@@ -45,6 +45,9 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sonde_process_exec", "sched", "sched_process_exec"),
     ("sonde_process_exit", "sched", "sched_process_exit"),
 ];
+
+/// BTF tracepoint programs and their tracepoint (typed arguments: the forking task and its child).
+const BTF_TRACEPOINTS: &[(&str, &str)] = &[("sonde_process_fork", "sched_process_fork")];
 
 const MAP_EVENTS: &str = "sonde_events";
 const MAP_PIDS: &str = "sonde_pids";
@@ -200,6 +203,33 @@ impl Probes {
                     error: error_chain(&e),
                 })?;
         }
+        if !BTF_TRACEPOINTS.is_empty() {
+            let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Program {
+                program: BTF_TRACEPOINTS[0].0,
+                error: format!("reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+            })?;
+            for &(program, name) in BTF_TRACEPOINTS {
+                let prog: &mut BtfTracePoint = ebpf
+                    .program_mut(program)
+                    .ok_or_else(|| ProbeError::Program {
+                        program,
+                        error: "missing from the object".to_owned(),
+                    })?
+                    .try_into()
+                    .map_err(|e: ProgramError| ProbeError::Program {
+                        program,
+                        error: error_chain(&e),
+                    })?;
+                prog.load(name, &btf)
+                    .map_err(|e| program_load_error(program, e))?;
+                prog.attach().map_err(|e| ProbeError::Attach {
+                    program,
+                    category: "btf",
+                    name,
+                    error: error_chain(&e),
+                })?;
+            }
+        }
 
         let pids = PidSelection {
             bits: Array::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(map_error(MAP_PIDS))?,
@@ -258,7 +288,16 @@ impl Probes {
         lock(&self.cgroups).set(cgroup_id, false)
     }
 
-    /// The selected tgids.
+    /// Whether the kernel's pid bitmap selects `pid` now (it may, without [`Probes::select_pid`]:
+    /// a selected process's forked children are selected by the kernel programs).
+    pub fn kernel_selects_pid(&self, pid: u32) -> bool {
+        let pids = lock(&self.pids);
+        pids.bits
+            .get(&(pid / 64), 0)
+            .is_ok_and(|w| (w >> (pid % 64)) & 1 == 1)
+    }
+
+    /// The tgids selected through [`Probes::select_pid`].
     pub fn selected_pids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = lock(&self.pids).selected.iter().copied().collect();
         v.sort_unstable();
@@ -319,10 +358,9 @@ struct PidSelection {
 }
 
 impl PidSelection {
+    /// Always writes the bit: the kernel sets bits itself (a selected process's forked
+    /// children) and clears them (process exit), so the `selected` set is not the truth.
     fn set(&mut self, pid: u32, on: bool) -> Result<(), ProbeError> {
-        if self.selected.contains(&pid) == on {
-            return Ok(());
-        }
         let word = pid / 64;
         if word >= abi::SONDE_PID_BITMAP_WORDS {
             return Err(ProbeError::Options(format!(
@@ -332,7 +370,9 @@ impl PidSelection {
         let bit = 1u64 << (pid % 64);
         let old = self.bits.get(&word, 0).map_err(map_error(MAP_PIDS))?;
         let new = if on { old | bit } else { old & !bit };
-        self.bits.set(word, new, 0).map_err(map_error(MAP_PIDS))?;
+        if new != old {
+            self.bits.set(word, new, 0).map_err(map_error(MAP_PIDS))?;
+        }
         if on {
             self.selected.insert(pid);
         } else {
@@ -869,7 +909,11 @@ mod tests {
 
     #[test]
     fn the_embedded_object_has_every_program() {
-        let names: Vec<&str> = TRACEPOINTS.iter().map(|t| t.0).collect();
+        let names: Vec<&str> = TRACEPOINTS
+            .iter()
+            .map(|t| t.0)
+            .chain(BTF_TRACEPOINTS.iter().map(|t| t.0))
+            .collect();
         for name in names {
             // The symbol names are in the ELF string table of the embedded object.
             assert!(

@@ -113,6 +113,11 @@ pub enum KernelEvent {
     ProcessExit {
         pid: u32,
     },
+    /// A selected process forked `pid`, which the kernel selected with it.
+    ProcessFork {
+        pid: u32,
+        parent: u32,
+    },
     Listen {
         pid: u32,
     },

@@ -352,7 +352,7 @@ impl RawEventHandler for Handler {
     fn record(&mut self, record: &EventView<'_>) -> Result<(), DecodeError> {
         self.stats.read.add(1);
         match self.hot.record(record)? {
-            Seen::Hint { pid } => {
+            Seen::Hint { pid } | Seen::Forked { pid } => {
                 let _ = self.hint_tx.send(pid);
             }
             Seen::Data { pid } => {
@@ -431,6 +431,7 @@ impl DiscoveryWorker {
                 pids.dedup();
                 let diff = self.discovery.examine_many(&pids);
                 self.apply(diff, &mut denied_warned);
+                self.unselect_forks_not_selected(&pids);
             }
             let diff = self.discovery.tick(Instant::now());
             self.apply(diff, &mut denied_warned);
@@ -438,6 +439,20 @@ impl DiscoveryWorker {
                 .selected
                 .set(self.discovery.selected_count() as i64);
             self.poll_counters();
+        }
+    }
+
+    /// The kernel selects a selected process's forked children by itself; one that discovery
+    /// does not select (it exec'd something else, or an exclusion matches) is unselected here.
+    fn unselect_forks_not_selected(&self, hinted: &[u32]) {
+        for &pid in hinted {
+            if self.discovery.process(pid).is_none() && self.probes.kernel_selects_pid(pid) {
+                tracing::debug!(
+                    pid,
+                    "unselecting a forked process discovery does not select"
+                );
+                let _ = self.probes.unselect_pid(pid);
+            }
         }
     }
 

@@ -369,6 +369,7 @@ impl Discovery {
             if !seen.insert(pid) {
                 continue;
             }
+            let was_selected = self.selected.contains_key(&pid);
             let outcome = self.inspect(pid, &mut ctx);
             // A cgroup newly traced here may hold other processes: look at them now, so
             // exclusions among them are denied in the same diff that traces the cgroup.
@@ -376,6 +377,12 @@ impl Discovery {
                 queue.extend(ProcRoot::cgroup_procs(&dir));
             }
             self.apply(pid, outcome, diff);
+            if !was_selected && self.selected.contains_key(&pid) {
+                // Children forked before this selection reached the kernel (which selects
+                // later forks itself): nginx forks its workers right after the listen that
+                // made the master visible. They share its sockets, so they usually match too.
+                queue.extend(self.proc.children(pid));
+            }
         }
     }
 

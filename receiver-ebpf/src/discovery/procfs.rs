@@ -188,6 +188,24 @@ impl ProcRoot {
     }
 
     /// Pids in a cgroup v2 directory.
+    /// The direct children of a process (`/proc/<pid>/task/<tid>/children` of each thread;
+    /// empty when the kernel lacks CONFIG_PROC_CHILDREN).
+    pub(crate) fn children(&self, pid: u32) -> Vec<u32> {
+        let Ok(tasks) = fs::read_dir(self.pid_path(pid, "task")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for task in tasks.flatten() {
+            if let Ok(s) = fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    s.split_ascii_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+        out
+    }
+
     pub(crate) fn cgroup_procs(dir: &Path) -> Vec<u32> {
         fs::read_to_string(dir.join("cgroup.procs"))
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())

@@ -381,6 +381,31 @@ fn open_ports_selects_the_owner_of_the_listening_socket() {
 }
 
 #[test]
+fn examining_a_newly_selected_process_looks_at_its_children_too() {
+    // nginx: the master listens (the hint that makes discovery look), then forks workers that
+    // inherit the socket before the master's selection reaches the kernel.
+    let f = FakeProc::new();
+    for (pid, ppid) in [(200, 1), (201, 200), (202, 200)] {
+        f.add(Proc {
+            pid,
+            ppid,
+            exe: "/usr/sbin/nginx",
+            sockets: &[7001],
+            ..Proc::default()
+        });
+        f.set_tcp(pid, &[(8080, 7001)]);
+    }
+    let task = f.root().join("200/task/200");
+    fs::create_dir_all(&task).expect("task dir");
+    fs::write(task.join("children"), "201 202 ").expect("children");
+    let mut d = f.discovery("instrument:\n  - open_ports: 8080\n", 1);
+    let diff = d.examine(200);
+    assert_eq!(pids_of(&diff), [200, 201, 202]);
+    // Already selected: examining it again does not walk the children again.
+    assert!(d.examine(200).is_empty());
+}
+
+#[test]
 fn names_exclusions_and_self() {
     let f = FakeProc::new();
     for (pid, exe) in [

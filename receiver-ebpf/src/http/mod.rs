@@ -202,7 +202,9 @@ impl HttpTracker {
             }
             // The kernel closes an exiting process's sockets without a close syscall.
             KernelEvent::ProcessExit { pid } => self.process_exit(*pid, out),
-            KernelEvent::ProcessExec { .. } | KernelEvent::Listen { .. } => {}
+            KernelEvent::ProcessExec { .. }
+            | KernelEvent::Listen { .. }
+            | KernelEvent::ProcessFork { .. } => {}
         }
     }
 

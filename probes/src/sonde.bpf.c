@@ -59,6 +59,15 @@ struct {
 	__type(value, __u8);
 } sonde_cgroups SEC(".maps");
 
+/* Processes inside a selected cgroup that must not be traced (exclude_instrument): a pid
+ * bitmap like sonde_pids, consulted only when the cgroup check selects. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SONDE_PID_BITMAP_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sonde_deny SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -151,7 +160,10 @@ static __always_inline bool selected(__u32 tgid)
 	if (!cfg || !cfg->cgroups_selected)
 		return false;
 	__u64 cg = bpf_get_current_cgroup_id();
-	return bpf_map_lookup_elem(&sonde_cgroups, &cg) != 0;
+	if (!bpf_map_lookup_elem(&sonde_cgroups, &cg))
+		return false;
+	__u64 *deny = bpf_map_lookup_elem(&sonde_deny, &word);
+	return !(deny && ((*deny >> (tgid % 64)) & 1));
 }
 
 /* The syscall's arguments, read at exit from the task's saved user registers and checked
@@ -698,6 +710,10 @@ int sonde_process_exit(void *ctx)
 	__u64 *bits = pid_word(tgid);
 	if (bits && ((*bits >> (tgid % 64)) & 1))
 		*bits &= ~(1ULL << (tgid % 64));
+	__u32 word = tgid / 64;
+	__u64 *deny = bpf_map_lookup_elem(&sonde_deny, &word);
+	if (deny && ((*deny >> (tgid % 64)) & 1))
+		*deny &= ~(1ULL << (tgid % 64));
 	struct sonde_event_header h;
 	init_header(&h, SONDE_EV_PROC_EXIT, pid_tgid);
 	submit_header(&h);

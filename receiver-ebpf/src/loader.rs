@@ -51,6 +51,7 @@ const BTF_TRACEPOINTS: &[(&str, &str)] = &[("sonde_process_fork", "sched_process
 
 const MAP_EVENTS: &str = "sonde_events";
 const MAP_PIDS: &str = "sonde_pids";
+const MAP_DENY: &str = "sonde_deny";
 const MAP_CGROUPS: &str = "sonde_cgroups";
 const MAP_COUNTERS: &str = "sonde_counters";
 const MAP_CONFIG: &str = "sonde_config";
@@ -146,6 +147,8 @@ pub struct Probes {
     // Owns the programs and their links; the maps below were taken out of it.
     _ebpf: Ebpf,
     pids: Mutex<PidSelection>,
+    /// Pids never traced through their cgroup (exclusions inside a selected cgroup).
+    deny: Mutex<PidSelection>,
     cgroups: Mutex<CgroupSelection>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
@@ -233,6 +236,12 @@ impl Probes {
 
         let pids = PidSelection {
             bits: Array::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(map_error(MAP_PIDS))?,
+            map: MAP_PIDS,
+            selected: HashSet::new(),
+        };
+        let deny = PidSelection {
+            bits: Array::try_from(take_map(&mut ebpf, MAP_DENY)?).map_err(map_error(MAP_DENY))?,
+            map: MAP_DENY,
             selected: HashSet::new(),
         };
         let cgroups = CgroupSelection {
@@ -250,6 +259,7 @@ impl Probes {
         Ok(Probes {
             _ebpf: ebpf,
             pids: Mutex::new(pids),
+            deny: Mutex::new(deny),
             cgroups: Mutex::new(cgroups),
             counters,
             events: Some(events),
@@ -277,6 +287,12 @@ impl Probes {
     /// Stops tracing the tgid (no error if it was not selected).
     pub fn unselect_pid(&self, pid: u32) -> Result<(), ProbeError> {
         lock(&self.pids).set(pid, false)
+    }
+
+    /// Never traces this tgid through a selected cgroup (`exclude_instrument` inside a traced
+    /// container); `false` lifts that.
+    pub fn deny_pid(&self, pid: u32, deny: bool) -> Result<(), ProbeError> {
+        lock(&self.deny).set(pid, deny)
     }
 
     /// Traces every process in the cgroup v2 with this id (the inode number of its directory).
@@ -354,6 +370,7 @@ impl Probes {
 /// process writes the bitmap, under the mutex, so read-modify-write of a word is safe.
 struct PidSelection {
     bits: Array<MapData, u64>,
+    map: &'static str,
     selected: HashSet<u32>,
 }
 
@@ -368,10 +385,10 @@ impl PidSelection {
             )));
         }
         let bit = 1u64 << (pid % 64);
-        let old = self.bits.get(&word, 0).map_err(map_error(MAP_PIDS))?;
+        let old = self.bits.get(&word, 0).map_err(map_error(self.map))?;
         let new = if on { old | bit } else { old & !bit };
         if new != old {
-            self.bits.set(word, new, 0).map_err(map_error(MAP_PIDS))?;
+            self.bits.set(word, new, 0).map_err(map_error(self.map))?;
         }
         if on {
             self.selected.insert(pid);

@@ -417,7 +417,6 @@ struct DiscoveryWorker {
 
 impl DiscoveryWorker {
     fn run(mut self) {
-        let mut denied_warned = false;
         while !self.stop.load(Ordering::Relaxed) {
             let mut pids = Vec::new();
             if let Ok(p) = self.hints.recv_timeout(Duration::from_millis(100)) {
@@ -430,11 +429,11 @@ impl DiscoveryWorker {
                 pids.sort_unstable();
                 pids.dedup();
                 let diff = self.discovery.examine_many(&pids);
-                self.apply(diff, &mut denied_warned);
+                self.apply(diff);
                 self.unselect_forks_not_selected(&pids);
             }
             let diff = self.discovery.tick(Instant::now());
-            self.apply(diff, &mut denied_warned);
+            self.apply(diff);
             self.stats
                 .selected
                 .set(self.discovery.selected_count() as i64);
@@ -456,17 +455,15 @@ impl DiscoveryWorker {
         }
     }
 
-    fn apply(&mut self, diff: DiscoveryDiff, denied_warned: &mut bool) {
+    fn apply(&mut self, diff: DiscoveryDiff) {
         if diff.is_empty() {
             return;
         }
-        if !diff.deny_add.is_empty() && !*denied_warned {
-            *denied_warned = true;
-            tracing::warn!(
-                pids = ?diff.deny_add,
-                "excluded processes inside an instrumented cgroup are still captured by the \
-                 kernel programs (their spans are dropped in userspace)"
-            );
+        // In the order that never lets an excluded process be traced through its cgroup.
+        for pid in &diff.deny_add {
+            if let Err(e) = self.probes.deny_pid(*pid, true) {
+                tracing::warn!(pid, error = %e, "cannot exclude process from its traced cgroup");
+            }
         }
         for id in &diff.cgroups_add {
             if let Err(e) = self.probes.select_cgroup(*id) {
@@ -483,6 +480,9 @@ impl DiscoveryWorker {
         }
         for id in &diff.cgroups_remove {
             let _ = self.probes.unselect_cgroup(*id);
+        }
+        for pid in &diff.deny_remove {
+            let _ = self.probes.deny_pid(*pid, false);
         }
         for p in &diff.selected {
             tracing::info!(

@@ -789,6 +789,20 @@ fn cgroup_selection_captures_the_processes_inside() {
     assert!(data.iter().all(|d| d.cgroup_id == cgroup.id()));
     assert!(data_from(&events, outside.pid()).is_empty());
 
+    // An exclusion inside the traced cgroup is enforced in the kernel too.
+    let mut excluded = Peer::spawn();
+    cgroup.add(excluded.pid());
+    cap.probes.deny_pid(excluded.pid(), true).expect("deny");
+    excluded.exchange(2);
+    inside.exchange(1);
+    let events = cap.take();
+    assert!(data_from(&events, excluded.pid()).is_empty());
+    assert_eq!(data_from(&events, inside.pid()).len(), 4);
+    cap.probes.deny_pid(excluded.pid(), false).expect("allow");
+    excluded.exchange(1);
+    assert_eq!(data_from(&cap.take(), excluded.pid()).len(), 4);
+    drop(excluded);
+
     cap.probes.unselect_cgroup(cgroup.id()).expect("unselect");
     inside.exchange(1);
     assert!(data_from(&cap.take(), inside.pid()).is_empty());

@@ -1140,6 +1140,8 @@ mod tests {
                 status: 200,
                 request_body_size: 0,
                 response_body_size: 12,
+                request_head_size: 0,
+                response_head_size: 0,
                 conn_start_ts: None,
                 request_start_ts: self.start,
                 response_start_ts: self.end - 1000,

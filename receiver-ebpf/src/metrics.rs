@@ -447,6 +447,8 @@ mod tests {
                 status,
                 request_body_size: sizes.0,
                 response_body_size: sizes.1,
+                request_head_size: 0,
+                response_head_size: 0,
                 conn_start_ts: None,
                 request_start_ts: 0,
                 response_start_ts: 0,

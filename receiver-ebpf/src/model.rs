@@ -170,6 +170,11 @@ pub struct HttpExchange {
     pub status: u16,
     pub request_body_size: u64,
     pub response_body_size: u64,
+    /// Start line and headers as sent, CRLFs included (as far as the capture saw them): with
+    /// the body, the message's size on the wire (OBI's `contentLen`/`responseLen`). 0 when no
+    /// response head was seen.
+    pub request_head_size: u64,
+    pub response_head_size: u64,
     /// When the connection was established, if this is its first request (for the "total"
     /// duration, which includes the wait before the request was read).
     pub conn_start_ts: Option<u64>,

@@ -244,6 +244,8 @@ mod tests {
             status: 200,
             request_body_size: 0,
             response_body_size: 1 << 40,
+            request_head_size: 0,
+            response_head_size: 0,
             conn_start_ts: Some(start - MS),
             request_start_ts: start,
             response_start_ts: start + MS,

@@ -3,9 +3,10 @@
 //!
 //! `text` follows OBI's line field for field, with two deliberate differences: the timestamp
 //! is the span start with real nanoseconds (OBI's layout prints month, day, hour, minute and
-//! second where the fraction should be), and `contentLen`/`responseLen` are body sizes (OBI's
-//! generic tracer counts whole messages, headers included, and often reports 0 for responses
-//! seen from the client side). The path is `url.path` (no query string), then `(route)`.
+//! second where the fraction should be), and `responseLen` of a client span is the response's
+//! real size (OBI's generic tracer often reports 0 there). `contentLen`/`responseLen` are whole
+//! messages as OBI counts them: start line, headers and body (a curl GET is 78 B). The path is
+//! `url.path` (no query string), then `(route)`.
 //!
 //! Names in `[ip as name:port]`, client side first: a server span shows its peer by IP (as OBI
 //! does: it resolves no names) and itself by service name; a client span shows itself by
@@ -213,8 +214,8 @@ pub fn text_line(s: &SpanRecord) -> String {
         s.exchange.method,
         s.path,
         s.route,
-        s.exchange.request_body_size,
-        s.exchange.response_body_size,
+        s.request_wire_size(),
+        s.response_wire_size(),
         s.process.service_name,
         s.process.info.sdk_language.as_str(),
         hex(&s.trace_id),
@@ -298,8 +299,8 @@ pub fn json_line(s: &SpanRecord, indent: bool) -> String {
         path: &s.path,
         route: &s.route,
         status: s.status,
-        content_length: s.exchange.request_body_size,
-        response_length: s.exchange.response_body_size,
+        content_length: s.request_wire_size(),
+        response_length: s.response_wire_size(),
         peer: pip,
         peer_port: pport.to_string(),
         peer_name: pname,
@@ -406,6 +407,8 @@ mod tests {
                 status: 200,
                 request_body_size: req_len,
                 response_body_size: resp_len,
+                request_head_size: 0,
+                response_head_size: 0,
                 conn_start_ts: None,
                 request_start_ts: 0,
                 response_start_ts: 0,

@@ -206,6 +206,20 @@ impl SpanRecord {
             .saturating_sub(self.request_start_unix_nano)
     }
 
+    /// The request's size on the wire: head and body (OBI's `contentLen`).
+    pub fn request_wire_size(&self) -> u64 {
+        self.exchange
+            .request_head_size
+            .saturating_add(self.exchange.request_body_size)
+    }
+
+    /// The response's size on the wire: head and body (OBI's `responseLen`; 0 without one).
+    pub fn response_wire_size(&self) -> u64 {
+        self.exchange
+            .response_head_size
+            .saturating_add(self.exchange.response_body_size)
+    }
+
     /// `METHOD route`, or `HTTP route` for a method outside the standard set.
     pub fn name(&self) -> String {
         format!("{} {}", self.name_method(), self.route)
@@ -958,6 +972,8 @@ mod tests {
             status: 200,
             request_body_size: 0,
             response_body_size: 321,
+            request_head_size: 0,
+            response_head_size: 0,
             conn_start_ts: None,
             request_start_ts: 1_000_000 * MS,
             response_start_ts: 1_000_003 * MS,

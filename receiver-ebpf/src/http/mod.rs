@@ -452,6 +452,8 @@ struct DirParser {
     before_msg_ts: u64,
     /// Body bytes of the current message.
     body: u64,
+    /// Head bytes of the current message (start line, headers, final CRLF) as captured.
+    head_len: u64,
     /// Last event in this direction.
     last_ts: u64,
     /// The head began while lost, on a syscall too short to tell: if it does not parse it
@@ -471,6 +473,7 @@ impl DirParser {
             msg_last_ts: 0,
             before_msg_ts: 0,
             body: 0,
+            head_len: 0,
             last_ts: 0,
             tentative: false,
         }
@@ -486,6 +489,7 @@ impl DirParser {
         self.msg_tid = d.tid;
         self.before_msg_ts = self.last_ts;
         self.body = 0;
+        self.head_len = 0;
         self.tentative = false;
     }
 }
@@ -506,6 +510,8 @@ struct Pending {
     is_head: bool,
     is_connect: bool,
     req_body: u64,
+    req_head: u64,
+    resp_head: u64,
     status: u16,
     response_start_ts: u64,
 }
@@ -858,6 +864,7 @@ impl Link {
             // The common case: the whole head in this syscall, parsed in place in one pass.
             match parse_head_end(rest, cx.cfg.max_headers) {
                 Some((h, Some(end))) if end <= limit => {
+                    p.head_len = end as u64;
                     self.head_parsed(p, other, d, Some(h), true, cx);
                     return pos + end;
                 }
@@ -875,13 +882,18 @@ impl Link {
             // Too long to keep: cut it here, as if the capture had stopped.
             let room = limit.saturating_sub(p.head.len()).min(take);
             p.head.extend_from_slice(&rest[..room]);
+            p.head_len = p.head.len() as u64;
             self.cut_head(p, other, d, cx);
             return pos + room;
         }
         match end {
-            Some(_) if p.head.is_empty() => self.head_done(p, other, d, &rest[..take], true, cx),
+            Some(_) if p.head.is_empty() => {
+                p.head_len = take as u64;
+                self.head_done(p, other, d, &rest[..take], true, cx);
+            }
             Some(_) => {
                 p.head.extend_from_slice(&rest[..take]);
+                p.head_len = p.head.len() as u64;
                 self.head_from_buffer(p, other, d, true, cx);
             }
             None => p.head.extend_from_slice(rest),
@@ -1014,6 +1026,8 @@ impl Link {
                 is_head: h.method == b"HEAD",
                 is_connect: h.method == b"CONNECT",
                 req_body: 0,
+                req_head: p.head_len,
+                resp_head: 0,
                 status: 0,
                 response_start_ts: 0,
             });
@@ -1089,6 +1103,7 @@ impl Link {
         if let Some(f) = front {
             f.status = status;
             f.response_start_ts = p.msg_start_ts;
+            f.resp_head = p.head_len;
         }
         p.body = 0;
         if status == 101 || (is_connect && (200..300).contains(&status)) {
@@ -1175,6 +1190,8 @@ impl Link {
             status: e.status,
             request_body_size: e.req_body,
             response_body_size: resp_body,
+            request_head_size: e.req_head,
+            response_head_size: e.resp_head,
             conn_start_ts: if e.seq == 0 { self.conn_start_ts } else { None },
             request_start_ts: e.ts,
             response_start_ts: if e.response_start_ts == 0 {

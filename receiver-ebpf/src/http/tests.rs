@@ -171,6 +171,43 @@ fn row(
 const OK5: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
 #[test]
+fn head_sizes_count_start_line_headers_and_blank_line() {
+    let mut s = Sim::new();
+    s.connect(CONN, Role::Server);
+    // curl's request through the seed's proxies: 78 bytes, as OBI prints it.
+    let curl =
+        b"GET / HTTP/1.1\r\nHost: localhost:9000\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+    assert_eq!(curl.len(), 78);
+    s.recv(curl);
+    s.send(OK5);
+    // A head split over three syscalls, and a response head split from its body.
+    let post = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n";
+    s.recv(&post[..10]);
+    s.recv(&post[10..30]);
+    s.recv(&post[30..]);
+    s.recv(b"abc");
+    let head = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n";
+    s.send(head);
+    s.send(b"ok");
+    let d = s.dones();
+    assert_eq!(d.len(), 2);
+    let ok5_head = (OK5.len() - 5) as u64;
+    assert_eq!((d[0].request_head_size, d[0].request_body_size), (78, 0));
+    assert_eq!(
+        (d[0].response_head_size, d[0].response_body_size),
+        (ok5_head, 5)
+    );
+    assert_eq!(
+        (d[1].request_head_size, d[1].request_body_size),
+        (post.len() as u64, 3)
+    );
+    assert_eq!(
+        (d[1].response_head_size, d[1].response_body_size),
+        (head.len() as u64, 2)
+    );
+}
+
+#[test]
 fn keep_alive_server_exchanges_with_all_fields() {
     let mut s = Sim::new();
     let conn_ts = s.connect(CONN, Role::Server);

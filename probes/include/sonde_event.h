@@ -100,7 +100,9 @@ struct sonde_event {
  * - ACCEPT / CONNECT: fd (the connection's fd), sock_id, ret (accept: the fd; connect: 0 or
  *   -EINPROGRESS), role, syscall, tuple (a non-blocking connect's tuple is what the socket has
  *   so far, normally complete).
- * - CLOSE: fd, sock_id and role of a socket previously seen by accept/connect/data.
+ * - CLOSE: fd, sock_id and role of a socket previously seen by accept/connect/data: at the
+ *   close() that released it, or when it reached TCP_CLOSE without one (reset, abort, owner
+ *   died); then tid is 0 and comm/cgroup_id are empty (softirq context).
  * - LISTEN: fd and, for TCP sockets, sock_id and the local address/port in tuple.saddr/sport.
  * - PROC_EXEC / PROC_EXIT: nothing else (pid is the process; exit is sent once the last
  *   thread of the process exits).

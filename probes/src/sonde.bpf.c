@@ -114,6 +114,28 @@ struct {
 	__type(value, struct sonde_conn);
 } sonde_conns SEC(".maps");
 
+/* The TCP sockets in sonde_conns, by kernel address, for the life-cycle tracepoint: it often
+ * runs in softirq context, where the current task says nothing about the socket's owner. */
+struct sonde_sk_owner {
+	__u32 tgid;
+	__s32 fd;
+	__u8 role;
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SONDE_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct sonde_sk_owner);
+} sonde_socks SEC(".maps");
+
+static __always_inline void remember_owner(__u64 sk, __u32 tgid, int fd, __u8 role)
+{
+	struct sonde_sk_owner o = {.tgid = tgid, .fd = fd, .role = role};
+	bpf_map_update_elem(&sonde_socks, &sk, &o, BPF_ANY);
+}
+
 /* Data events are assembled here and copied to the ring buffer with their real length
  * (bpf_ringbuf_reserve needs a constant size; records of header + used payload keep the ring
  * compact). Twice the payload bound so that an iovec copy at offset < MAX of length <= MAX is
@@ -317,6 +339,7 @@ static __always_inline bool conn_info(__u32 tgid, int fd, struct file *f,
 	bpf_map_update_elem(&sonde_conns, &key, &nc, BPF_ANY);
 	if (!family)
 		return false;
+	remember_owner((__u64)sk, tgid, fd, SONDE_ROLE_UNKNOWN);
 	h->sock_id = (__u64)sk;
 	h->role = SONDE_ROLE_UNKNOWN;
 	h->cgroup_id = nc.cgroup_id;
@@ -532,6 +555,7 @@ static __always_inline int handle_conn(struct sonde_sys_exit_ctx *ctx, __u8 sys)
 	bpf_get_current_comm(c.comm, sizeof(c.comm));
 	read_tuple(sk, family, &c.tuple);
 	bpf_map_update_elem(&sonde_conns, &key, &c, BPF_ANY);
+	remember_owner((__u64)sk, tgid, fd, role);
 
 	struct sonde_event_header *h = bpf_ringbuf_reserve(&sonde_events, sizeof(*h), 0);
 	if (!h) {
@@ -603,6 +627,7 @@ int sonde_exit_close(struct sonde_sys_exit_ctx *ctx)
 	bpf_map_delete_elem(&sonde_conns, &key);
 	if (role == SONDE_CONN_NOT_TCP)
 		return 0;
+	bpf_map_delete_elem(&sonde_socks, &sock_id);
 
 	struct sonde_event_header *h = bpf_ringbuf_reserve(&sonde_events, sizeof(*h), 0);
 	if (!h) {
@@ -614,6 +639,45 @@ int sonde_exit_close(struct sonde_sys_exit_ctx *ctx)
 	h->fd = key.fd;
 	h->role = role;
 	h->syscall = SONDE_SYS_CLOSE;
+	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
+	count(SONDE_CNT_EVENTS);
+	return 0;
+}
+
+/* Connection life-cycle: a traced TCP socket that reaches TCP_CLOSE without a close() we saw
+ * (reset by the peer, aborted, closed by the kernel when its process died) is reported closed
+ * here, once: whichever of this and sys_exit_close comes first removes the socket from both
+ * caches. Fires for every socket state change on the machine; untraced sockets cost one hash
+ * lookup. */
+#define SONDE_TCP_CLOSE 7
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(sonde_sock_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != SONDE_TCP_CLOSE)
+		return 0;
+	__u64 id = (__u64)sk;
+	struct sonde_sk_owner *o = bpf_map_lookup_elem(&sonde_socks, &id);
+	if (!o)
+		return 0;
+	struct sonde_sk_owner owner = *o;
+	bpf_map_delete_elem(&sonde_socks, &id);
+	struct sonde_conn_key key = {.tgid = owner.tgid, .fd = owner.fd};
+	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &key);
+	if (c && c->sock_id == id)
+		bpf_map_delete_elem(&sonde_conns, &key);
+
+	struct sonde_event_header *h = bpf_ringbuf_reserve(&sonde_events, sizeof(*h), 0);
+	if (!h) {
+		count(SONDE_CNT_LOST);
+		return 0;
+	}
+	init_header_base(h, SONDE_EV_CLOSE, (__u64)owner.tgid << 32);
+	h->cgroup_id = 0;
+	__builtin_memset(h->comm, 0, sizeof(h->comm));
+	h->sock_id = id;
+	h->fd = owner.fd;
+	h->role = owner.role;
+	h->syscall = SONDE_SYS_NONE;
 	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
 	count(SONDE_CNT_EVENTS);
 	return 0;

@@ -47,7 +47,10 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
 ];
 
 /// BTF tracepoint programs and their tracepoint (typed arguments: the forking task and its child).
-const BTF_TRACEPOINTS: &[(&str, &str)] = &[("sonde_process_fork", "sched_process_fork")];
+const BTF_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sonde_process_fork", "sched_process_fork"),
+    ("sonde_sock_state", "inet_sock_set_state"),
+];
 
 const MAP_EVENTS: &str = "sonde_events";
 const MAP_PIDS: &str = "sonde_pids";

@@ -1076,3 +1076,48 @@ fn a_selected_process_forked_child_is_traced_from_its_first_syscall() {
         .iter()
         .any(|e| matches!(e, KernelEvent::ProcessFork { parent: p, .. } if *p != parent)));
 }
+
+#[test]
+fn a_connection_reset_by_its_peer_is_reported_closed_without_a_close_call() {
+    if !root_or_skip("a_connection_reset_by_its_peer_is_reported_closed_without_a_close_call") {
+        return;
+    }
+    let _serial = serial();
+    let cap = Capture::start(options_tracing_self(64));
+    cap.probes.select_pid(std::process::id()).expect("select");
+    let (mut client, mut server, ctuple) = tcp_pair("127.0.0.1:0");
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+    let mut buf = [0u8; 64];
+    let _ = server.read(&mut buf).expect("recv");
+    // The server aborts: SO_LINGER 0 turns its close into a reset.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid fd, and a pointer to a live linger struct of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            server.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    libc_ok(rc as isize, "setsockopt");
+    drop(server);
+    std::thread::sleep(Duration::from_millis(50));
+    let events = cap.take();
+    let client_sock = connection(&events, Role::Client, ctuple).expect("the client's connect");
+    // The client never called close(): its socket's move to TCP_CLOSE reported it.
+    assert!(closed(&events, client_sock), "{events:#?}");
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, KernelEvent::Close { conn, .. } if conn.sock_id == client_sock))
+        .count();
+    assert_eq!(closes, 1);
+    // Closing it now reports nothing more: the socket is already forgotten.
+    drop(client);
+    let later = cap.take();
+    assert!(!closed(&later, client_sock), "{later:#?}");
+}

@@ -23,7 +23,7 @@ use crate::config::{EbpfConfig, TracePrinter};
 use crate::discovery::{Discovery, DiscoveryDiff, DiscoveryOptions, Selection, Shortcuts};
 use crate::event::{DecodeError, EventView};
 use crate::hot::{HotPath, Seen};
-use crate::http::FastHash;
+use crate::http::{FastHash, HttpStats};
 use crate::loader::{EventSource, ProbeOptions, Probes, RawEventHandler};
 use crate::printer::{PrintMode, Printer};
 use crate::spans::{self, HostInfo, ProcessInfo, Tracer, TracerConfig};
@@ -110,6 +110,22 @@ impl ReceiverConfig for Parsed {
                 "Connections of selected processes that did not carry HTTP/1.x (ignored).",
                 &l,
             ),
+            parse_errors: t.counter(
+                "sonde_ebpf_http_parse_errors_total",
+                "Bytes on HTTP connections that should have started a message and did not.",
+                &l,
+            ),
+            requests_dropped: t.counter(
+                "sonde_ebpf_http_requests_dropped_total",
+                "Requests seen that became no span (connection expired or evicted, pairing \
+                 uncertain, start line unreadable).",
+                &l,
+            ),
+            bad_records: t.counter(
+                "sonde_ebpf_bad_records_total",
+                "Ring buffer records that did not decode (skipped).",
+                &l,
+            ),
             spans: t.counter(
                 "sonde_ebpf_spans_emitted_total",
                 "Spans built from captured requests.",
@@ -143,6 +159,9 @@ struct Stats {
     lost: Counter,
     read: Counter,
     non_http: Counter,
+    parse_errors: Counter,
+    requests_dropped: Counter,
+    bad_records: Counter,
     spans: Counter,
     dropped: Counter,
 }
@@ -238,7 +257,7 @@ impl Lifecycle for EbpfReceiver {
             metrics_every: self.cfg.metrics_interval,
             last_metrics: Instant::now(),
             last_expire: Instant::now(),
-            non_http_seen: 0,
+            http_seen: HttpStats::default(),
         };
         let source = probes
             .spawn_raw_event_source(self.cfg.drain_interval, handler)
@@ -314,7 +333,8 @@ struct Handler {
     last_metrics: Instant,
     /// Idle connections are expired about once a second, not on every pass.
     last_expire: Instant,
-    non_http_seen: u64,
+    /// The tracker's counters as last mirrored into internal telemetry.
+    http_seen: HttpStats,
 }
 
 /// How far behind the wall clock the linker's clock is kept (see `batch_done`).
@@ -351,7 +371,11 @@ impl Handler {
 impl RawEventHandler for Handler {
     fn record(&mut self, record: &EventView<'_>) -> Result<(), DecodeError> {
         self.stats.read.add(1);
-        match self.hot.record(record)? {
+        let seen = self
+            .hot
+            .record(record)
+            .inspect_err(|_| self.stats.bad_records.add(1))?;
+        match seen {
             Seen::Hint { pid } | Seen::Forked { pid } => {
                 let _ = self.hint_tx.send(pid);
             }
@@ -384,11 +408,19 @@ impl RawEventHandler for Handler {
         if let Some(p) = flushed.traces {
             self.send(&self.traces_tx, p);
         }
-        let non_http = self.hot.http.stats().non_http_connections;
-        if non_http > self.non_http_seen {
-            self.stats.non_http.add(non_http - self.non_http_seen);
-            self.non_http_seen = non_http;
-        }
+        let now_http = self.hot.http.stats();
+        let seen = std::mem::replace(&mut self.http_seen, now_http);
+        let delta = |now: u64, then: u64| now.saturating_sub(then);
+        self.stats.non_http.add(delta(
+            now_http.non_http_connections,
+            seen.non_http_connections,
+        ));
+        self.stats
+            .parse_errors
+            .add(delta(now_http.parse_errors, seen.parse_errors));
+        self.stats
+            .requests_dropped
+            .add(delta(now_http.requests_dropped, seen.requests_dropped));
         if self.last_metrics.elapsed() >= self.metrics_every {
             self.last_metrics = Instant::now();
             if self.metrics_tx.is_some() {

@@ -726,5 +726,14 @@ fn overload_loses_nothing_silently() {
         spans + lost >= requests,
         "unaccounted requests: {requests} requests, {spans} spans, {lost} events lost"
     );
+    // What the loss cost in HTTP terms is counted too.
+    let text = http_get(sonde.metrics, "/metrics").unwrap_or_default();
+    for series in [
+        "sonde_ebpf_http_requests_dropped_total",
+        "sonde_ebpf_http_parse_errors_total",
+        "sonde_ebpf_bad_records_total",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Sonde's kernel programs: TCP payload capture for selected processes, from syscall exit
- * tracepoints only.
+ * tracepoints (no sys_enter program), plus three tracepoints that are not syscall ones: sched
+ * exec/exit (discovery hints, selection cleanup), the BTF tracepoints sched_process_fork (a
+ * selected process's children are selected before their first syscall) and
+ * sock:inet_sock_set_state (connections that end without a close()).
  *
  * Why exit-only: an enter/exit pair costs every process two program runs per syscall; at exit
  * the return value is in the tracepoint context and the arguments are still in the task's saved
  * user registers, so one run is enough (measured in ebpf-on-these-machines.md: ~0.99 throughput
  * for unselected processes vs ~0.93 with pairs).
  *
- * Every program starts with the selection check (tgid in sonde_pids or cgroup id in
- * sonde_cgroups) and returns at once otherwise; that check is all an unselected process pays.
+ * Every syscall program starts with the selection check (tgid in sonde_pids, or cgroup id in
+ * sonde_cgroups and tgid not in sonde_deny) and returns at once otherwise. An unselected
+ * process still pays the kernel's syscall-tracepoint path: measured here (examples/
+ * syscall_cost, 6.18) +160-176 ns on a hooked syscall and +55-76 ns on any other syscall.
  * The discovery hints (exec, exit, listen) are the exception: they are rare and userspace needs
  * them for processes it has not selected yet.
  *

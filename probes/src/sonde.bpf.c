@@ -174,13 +174,33 @@ static __always_inline void count(__u32 idx)
 
 /* The whole cost for an unselected process: two inlined array lookups (no helper call, no
  * hashing) unless a cgroup is selected. */
+/* Pid bitmaps (sonde_pids, sonde_deny): bit tgid % 64 of word tgid / 64. The kernel programs
+ * update them without atomics (fork sets a child's bit, exit clears a process's bits); a bit
+ * lost to a concurrent update of the same word by userspace is restored by discovery. */
+static __always_inline __u64 *pid_word(void *bitmap, __u32 tgid)
+{
+	__u32 word = tgid / 64;
+	return bpf_map_lookup_elem(bitmap, &word);
+}
+
+static __always_inline bool pid_bit(void *bitmap, __u32 tgid)
+{
+	__u64 *w = pid_word(bitmap, tgid);
+	return w && ((*w >> (tgid % 64)) & 1);
+}
+
+static __always_inline void clear_pid_bit(void *bitmap, __u32 tgid)
+{
+	__u64 *w = pid_word(bitmap, tgid);
+	if (w && ((*w >> (tgid % 64)) & 1))
+		*w &= ~(1ULL << (tgid % 64));
+}
+
 static __always_inline bool selected(__u32 tgid)
 {
 	if (tgid == self_tgid)
 		return false;
-	__u32 word = tgid / 64;
-	__u64 *bits = bpf_map_lookup_elem(&sonde_pids, &word);
-	if (bits && ((*bits >> (tgid % 64)) & 1))
+	if (pid_bit(&sonde_pids, tgid))
 		return true;
 	__u32 zero = 0;
 	struct sonde_config *cfg = bpf_map_lookup_elem(&sonde_config, &zero);
@@ -189,8 +209,7 @@ static __always_inline bool selected(__u32 tgid)
 	__u64 cg = bpf_get_current_cgroup_id();
 	if (!bpf_map_lookup_elem(&sonde_cgroups, &cg))
 		return false;
-	__u64 *deny = bpf_map_lookup_elem(&sonde_deny, &word);
-	return !(deny && ((*deny >> (tgid % 64)) & 1));
+	return !pid_bit(&sonde_deny, tgid);
 }
 
 /* The syscall's arguments, read at exit from the task's saved user registers and checked
@@ -728,20 +747,11 @@ int sonde_process_exec(void *ctx)
 	return 0;
 }
 
-/* The pid bitmap word holding tgid's bit, or NULL. */
-static __always_inline __u64 *pid_word(__u32 tgid)
-{
-	__u32 word = tgid / 64;
-	return bpf_map_lookup_elem(&sonde_pids, &word);
-}
-
 /* A selected process forked: the child is selected at once, before its first syscall, so a
  * pre-forking server's workers (nginx, gunicorn...) are traced from their first request rather
  * than from discovery's next look. Userspace gets a hint to describe the child, and unselects
  * it if the rules say so (e.g. it exec'd something else). Threads are not processes: skipped.
- * Only the pid bitmap is consulted: a cgroup-selected parent's child is in the same cgroup.
- * The read-modify-write is not atomic; a bit lost to a concurrent update of the same word is
- * restored when discovery selects the child from the hint. */
+ * Only the pid bitmap is consulted: a cgroup-selected parent's child is in the same cgroup. */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sonde_process_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -749,10 +759,9 @@ int BPF_PROG(sonde_process_fork, struct task_struct *parent, struct task_struct 
 	__u32 ctgid = child->tgid;
 	if (ctgid == ptgid || ptgid == self_tgid)
 		return 0;
-	__u64 *pbits = pid_word(ptgid);
-	if (!pbits || !((*pbits >> (ptgid % 64)) & 1))
+	if (!pid_bit(&sonde_pids, ptgid))
 		return 0;
-	__u64 *cbits = pid_word(ctgid);
+	__u64 *cbits = pid_word(&sonde_pids, ctgid);
 	if (!cbits)
 		return 0;
 	*cbits |= 1ULL << (ctgid % 64);
@@ -776,13 +785,8 @@ int sonde_process_exit(void *ctx)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	__u64 *bits = pid_word(tgid);
-	if (bits && ((*bits >> (tgid % 64)) & 1))
-		*bits &= ~(1ULL << (tgid % 64));
-	__u32 word = tgid / 64;
-	__u64 *deny = bpf_map_lookup_elem(&sonde_deny, &word);
-	if (deny && ((*deny >> (tgid % 64)) & 1))
-		*deny &= ~(1ULL << (tgid % 64));
+	clear_pid_bit(&sonde_pids, tgid);
+	clear_pid_bit(&sonde_deny, tgid);
 	struct sonde_event_header h;
 	init_header(&h, SONDE_EV_PROC_EXIT, pid_tgid);
 	submit_header(&h);

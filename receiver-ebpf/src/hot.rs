@@ -23,11 +23,9 @@ use crate::spans::{SpanRecord, Tracer};
 pub enum Seen {
     /// Bytes on a connection of process `pid`.
     Data { pid: u32 },
-    /// A discovery hint (exec, exit, listen) about `pid`.
+    /// A discovery hint about `pid`: it exec'd, exited, listened, or was forked by a selected
+    /// process (and is selected in the kernel already: discovery describes or unselects it).
     Hint { pid: u32 },
-    /// `pid` was forked by a selected process and is selected in the kernel already:
-    /// discovery must describe it, or unselect it.
-    Forked { pid: u32 },
     /// A connection opened or closed.
     Other,
 }
@@ -85,10 +83,9 @@ impl HotPath {
                 self.http.on_event(&ev, &mut |o| tracer.push(o));
                 Ok(Seen::Hint { pid })
             }
-            KernelEvent::ProcessExec { pid } | KernelEvent::Listen { pid } => {
-                Ok(Seen::Hint { pid })
-            }
-            KernelEvent::ProcessFork { pid, .. } => Ok(Seen::Forked { pid }),
+            KernelEvent::ProcessExec { pid }
+            | KernelEvent::Listen { pid }
+            | KernelEvent::ProcessFork { pid, .. } => Ok(Seen::Hint { pid }),
             _ => {
                 self.http.on_event(&ev, &mut |o| tracer.push(o));
                 Ok(Seen::Other)

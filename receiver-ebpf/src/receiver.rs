@@ -376,7 +376,7 @@ impl RawEventHandler for Handler {
             .record(record)
             .inspect_err(|_| self.stats.bad_records.add(1))?;
         match seen {
-            Seen::Hint { pid } | Seen::Forked { pid } => {
+            Seen::Hint { pid } => {
                 let _ = self.hint_tx.send(pid);
             }
             Seen::Data { pid } => {

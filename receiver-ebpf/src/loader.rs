@@ -46,7 +46,7 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sonde_process_exit", "sched", "sched_process_exit"),
 ];
 
-/// BTF tracepoint programs and their tracepoint (typed arguments: the forking task and its child).
+/// BTF tracepoint programs (typed arguments) and their tracepoint.
 const BTF_TRACEPOINTS: &[(&str, &str)] = &[
     ("sonde_process_fork", "sched_process_fork"),
     ("sonde_sock_state", "inet_sock_set_state"),
@@ -189,17 +189,7 @@ impl Probes {
             .map_err(|e| object_error(&e))?;
 
         for &(program, category, name) in TRACEPOINTS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| ProbeError::Program {
-                    program,
-                    error: "missing from the object".to_owned(),
-                })?
-                .try_into()
-                .map_err(|e: ProgramError| ProbeError::Program {
-                    program,
-                    error: error_chain(&e),
-                })?;
+            let prog: &mut TracePoint = program_of(&mut ebpf, program)?;
             prog.load().map_err(|e| program_load_error(program, e))?;
             prog.attach(category, name)
                 .map_err(|e| ProbeError::Attach {
@@ -209,32 +199,20 @@ impl Probes {
                     error: error_chain(&e),
                 })?;
         }
-        if !BTF_TRACEPOINTS.is_empty() {
-            let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Program {
-                program: BTF_TRACEPOINTS[0].0,
-                error: format!("reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Program {
+            program: BTF_TRACEPOINTS[0].0,
+            error: format!("reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+        })?;
+        for &(program, name) in BTF_TRACEPOINTS {
+            let prog: &mut BtfTracePoint = program_of(&mut ebpf, program)?;
+            prog.load(name, &btf)
+                .map_err(|e| program_load_error(program, e))?;
+            prog.attach().map_err(|e| ProbeError::Attach {
+                program,
+                category: "btf",
+                name,
+                error: error_chain(&e),
             })?;
-            for &(program, name) in BTF_TRACEPOINTS {
-                let prog: &mut BtfTracePoint = ebpf
-                    .program_mut(program)
-                    .ok_or_else(|| ProbeError::Program {
-                        program,
-                        error: "missing from the object".to_owned(),
-                    })?
-                    .try_into()
-                    .map_err(|e: ProgramError| ProbeError::Program {
-                        program,
-                        error: error_chain(&e),
-                    })?;
-                prog.load(name, &btf)
-                    .map_err(|e| program_load_error(program, e))?;
-                prog.attach().map_err(|e| ProbeError::Attach {
-                    program,
-                    category: "btf",
-                    name,
-                    error: error_chain(&e),
-                })?;
-            }
         }
 
         let pids = PidSelection {
@@ -369,8 +347,10 @@ impl Probes {
     }
 }
 
-/// The pid bitmap (see `sonde_pids` in sonde_event.h) and its userspace mirror. Only this
-/// process writes the bitmap, under the mutex, so read-modify-write of a word is safe.
+/// A pid bitmap (`sonde_pids` or `sonde_deny`, see sonde_event.h) and what userspace put in
+/// it. Userspace writes it under the mutex; the kernel programs also set bits (forks of
+/// selected processes) and clear them (exits), so a word's read-modify-write here can race
+/// with them: a lost bit is restored by discovery's next look at that pid.
 struct PidSelection {
     bits: Array<MapData, u64>,
     map: &'static str,
@@ -782,6 +762,23 @@ fn ensure_tracefs() -> Result<(), ProbeError> {
     }
     tracing::info!("mounted tracefs at /sys/kernel/tracing");
     Ok(())
+}
+
+/// A program of the object, as the type it is attached as.
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(program)
+        .ok_or_else(|| ProbeError::Program {
+            program,
+            error: "missing from the object".to_owned(),
+        })?
+        .try_into()
+        .map_err(|e: ProgramError| ProbeError::Program {
+            program,
+            error: error_chain(&e),
+        })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -934,6 +934,29 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// A 90 % percentile-bootstrap interval of the median of `v`: how far the reported median
+/// could move with other rounds of the same machine. Fixed seed, so the same runs give the same
+/// interval. Coarse with few rounds (the median of 7 values takes few distinct values).
+pub fn median_interval(v: &[f64]) -> (f64, f64) {
+    const RESAMPLES: usize = 2000;
+    if v.len() < 2 {
+        let m = median(&mut v.to_vec());
+        return (m, m);
+    }
+    let mut state = 0x5eed_u64;
+    let mut sample = vec![0.0; v.len()];
+    let mut medians = Vec::with_capacity(RESAMPLES);
+    for _ in 0..RESAMPLES {
+        for s in sample.iter_mut() {
+            state = crate::spans::mix(state);
+            *s = v[(state % v.len() as u64) as usize];
+        }
+        medians.push(median(&mut sample));
+    }
+    medians.sort_by(f64::total_cmp);
+    (medians[RESAMPLES * 5 / 100], medians[RESAMPLES * 95 / 100])
+}
+
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
@@ -968,16 +991,16 @@ impl Report {
     /// machine: on a shared host whose speed drifts by tens of percent from one minute to the
     /// next, it is the steadier estimate of the two.
     pub fn paired_ratio(runs: &[WrkRun], baseline: &[WrkRun]) -> f64 {
-        let mut ratios: Vec<f64> = runs
-            .iter()
+        median(&mut Self::paired_ratios(runs, baseline))
+    }
+
+    /// Condition / baseline of each round.
+    fn paired_ratios(runs: &[WrkRun], baseline: &[WrkRun]) -> Vec<f64> {
+        runs.iter()
             .zip(baseline)
             .filter(|(_, b)| b.rate() > 0.0)
             .map(|(r, b)| r.rate() / b.rate())
-            .collect();
-        if ratios.is_empty() {
-            return f64::NAN;
-        }
-        median(&mut ratios)
+            .collect()
     }
 
     pub fn instrumented_paired_ratio(&self) -> f64 {
@@ -1132,6 +1155,8 @@ impl Report {
         let _ = writeln!(s);
         let (ir, ipr) = (self.instrumented_ratio(), self.instrumented_paired_ratio());
         let (nr, npr) = (self.not_selected_ratio(), self.not_selected_paired_ratio());
+        let (ilo, ihi) = median_interval(&Self::paired_ratios(&self.instrumented, &self.baseline));
+        let (nlo, nhi) = median_interval(&Self::paired_ratios(&self.not_selected, &self.baseline));
         let sc = self.saturated_capture();
         let _ = writeln!(s, "| check | measured | target | |");
         let _ = writeln!(s, "|---|---|---|---|");
@@ -1142,15 +1167,15 @@ impl Report {
         };
         check(
             &mut s,
-            "throughput instrumented / baseline (median of per-round ratios; ratio of medians)",
-            format!("{ipr:.3} ({ir:.3})"),
+            "throughput instrumented / baseline (median of per-round ratios [90 % bootstrap interval]; ratio of medians)",
+            format!("{ipr:.3} [{ilo:.3}–{ihi:.3}] ({ir:.3})"),
             format!(">= {TARGET_INSTRUMENTED_RATIO}"),
             ipr >= TARGET_INSTRUMENTED_RATIO,
         );
         check(
             &mut s,
-            "throughput not selected / baseline (median of per-round ratios; ratio of medians)",
-            format!("{npr:.3} ({nr:.3})"),
+            "throughput not selected / baseline (median of per-round ratios [90 % bootstrap interval]; ratio of medians)",
+            format!("{npr:.3} [{nlo:.3}–{nhi:.3}] ({nr:.3})"),
             format!(">= {TARGET_NOT_SELECTED_RATIO}"),
             npr >= TARGET_NOT_SELECTED_RATIO,
         );
@@ -1228,6 +1253,19 @@ mod tests {
         let r = Report::paired_ratio(&inst, &base);
         assert!((r - 0.9).abs() < 1e-9, "{r}");
         assert!(Report::paired_ratio(&inst, &[]).is_nan());
+    }
+
+    #[test]
+    fn median_interval_brackets_the_median_and_is_repeatable() {
+        let v = [0.70, 0.74, 0.68, 0.72, 0.90, 0.71, 0.69];
+        let (lo, hi) = median_interval(&v);
+        let m = median(&mut v.to_vec());
+        assert!(lo <= m && m <= hi, "{lo} {m} {hi}");
+        assert!(lo >= 0.68 && hi <= 0.90);
+        assert_eq!(median_interval(&v), (lo, hi));
+        assert_eq!(median_interval(&[0.5]), (0.5, 0.5));
+        // No spread, no interval.
+        assert_eq!(median_interval(&[0.8; 5]), (0.8, 0.8));
     }
 
     #[test]

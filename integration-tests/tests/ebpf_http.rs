@@ -571,8 +571,20 @@ fn process_started_after_sonde_is_captured_from_its_first_requests() {
     if !can_load_ebpf("process_started_after_sonde_is_captured_from_its_first_requests") {
         return;
     }
-    let dir = temp_dir("ebpf-late");
-    std::fs::write(dir.join("a.txt"), "abc\n").unwrap();
+    late_server_is_captured_from_its_first_requests("ebpf-late", "/a.txt", |dir, port| {
+        std::fs::write(dir.join("a.txt"), "abc\n").unwrap();
+        start_python(dir, port)
+    });
+}
+
+/// Starts Sonde selecting a free port, then the server `start` makes on it; 10 requests sent
+/// from the moment the port accepts connections (100 ms apart) must give at least 8 spans.
+fn late_server_is_captured_from_its_first_requests(
+    tag: &str,
+    path: &str,
+    start: impl FnOnce(&Path, u16) -> Proc,
+) {
+    let dir = temp_dir(tag);
     let (port, sink, metrics) = (free_port(), free_port(), free_port());
     let server = CaptureServer::start(sink);
     let sonde = start_sonde(
@@ -587,10 +599,9 @@ fn process_started_after_sonde_is_captured_from_its_first_requests() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let _py = start_python(&dir, port);
-    // Requests start as soon as the port accepts connections.
+    let _server_process = start(&dir, port);
     for _ in 0..10 {
-        curl(&[&format!("http://127.0.0.1:{port}/a.txt")]);
+        curl(&[&format!("http://127.0.0.1:{port}{path}")]);
         std::thread::sleep(Duration::from_millis(100));
     }
     let elapsed = started.elapsed();
@@ -649,40 +660,11 @@ fn preforking_server_started_after_sonde_is_captured_from_its_first_requests() {
     if !can_load_ebpf("preforking_server_started_after_sonde_is_captured_from_its_first_requests") {
         return;
     }
-    let dir = temp_dir("ebpf-prefork");
-    let (port, sink, metrics) = (free_port(), free_port(), free_port());
-    let server = CaptureServer::start(sink);
-    let sonde = start_sonde(
-        &dir,
-        &ebpf_config(
-            &format!("    discovery:\n      instrument:\n        - open_ports: {port}"),
-            sink,
-            metrics,
-        ),
-        metrics,
-        &[],
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let _nginx = start_nginx_workers(&dir, port, 2);
-    for i in 0..10 {
-        curl(&[&format!("http://127.0.0.1:{port}/prefork/{i}")]);
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // Without the fork handling the workers were found by the next full scan, seconds later,
     // and none of these requests was captured.
-    assert!(wait_until(Duration::from_secs(10), || server_spans(
-        &server.capture
-    )
-    .len()
-        >= 8));
-    std::thread::sleep(Duration::from_millis(300));
-    let n = server_spans(&server.capture).len();
-    assert!(
-        n >= 8,
-        "only {n} of the first 10 requests captured; log: {:?}",
-        sonde.printed()
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    late_server_is_captured_from_its_first_requests("ebpf-prefork", "/prefork", |dir, port| {
+        start_nginx_workers(dir, port, 2)
+    });
 }
 
 #[test]

@@ -213,7 +213,7 @@ static __always_inline bool selected(__u32 tgid)
 }
 
 /* The syscall's arguments, read at exit from the task's saved user registers and checked
- * against the syscall number. */
+ * against the syscall number (a mismatch is counted as a read error). */
 struct sonde_args {
 	unsigned long a1, a2, a3, a4;
 };
@@ -221,8 +221,10 @@ struct sonde_args {
 static __always_inline int syscall_args(struct task_struct *task, long nr, struct sonde_args *a)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	if (!regs || (long)regs->orig_ax != nr)
+	if (!regs || (long)regs->orig_ax != nr) {
+		count(SONDE_CNT_READ_ERRORS);
 		return -1;
+	}
 	a->a1 = regs->di;
 	a->a2 = regs->si;
 	a->a3 = regs->dx;
@@ -454,10 +456,8 @@ static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys,
 
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct sonde_args regs;
-	if (syscall_args(task, ctx->syscall_nr, &regs)) {
-		count(SONDE_CNT_READ_ERRORS);
+	if (syscall_args(task, ctx->syscall_nr, &regs))
 		return 0;
-	}
 	/* Peeked bytes will be read again; reporting them twice would corrupt the stream. */
 	if (sys == SONDE_SYS_RECVFROM && (regs.a4 & MSG_PEEK))
 		return 0;
@@ -557,10 +557,8 @@ static __always_inline int handle_conn(struct sonde_sys_exit_ctx *ctx, __u8 sys)
 		if (ret != 0 && ret != -EINPROGRESS)
 			return 0;
 		struct sonde_args regs;
-		if (syscall_args(task, ctx->syscall_nr, &regs)) {
-			count(SONDE_CNT_READ_ERRORS);
+		if (syscall_args(task, ctx->syscall_nr, &regs))
 			return 0;
-		}
 		fd = (int)regs.a1;
 		kind = SONDE_EV_CONNECT;
 		role = SONDE_ROLE_CLIENT;
@@ -635,10 +633,8 @@ int sonde_exit_close(struct sonde_sys_exit_ctx *ctx)
 
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct sonde_args regs;
-	if (syscall_args(task, ctx->syscall_nr, &regs)) {
-		count(SONDE_CNT_READ_ERRORS);
+	if (syscall_args(task, ctx->syscall_nr, &regs))
 		return 0;
-	}
 	struct sonde_conn_key key = {.tgid = tgid, .fd = (int)regs.a1};
 	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &key);
 	if (!c)

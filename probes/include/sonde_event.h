@@ -22,7 +22,7 @@ enum sonde_event_kind {
 	SONDE_EV_DATA = 1,       /* bytes read or written on a TCP socket */
 	SONDE_EV_ACCEPT = 2,     /* a connection accepted: the process is the server side */
 	SONDE_EV_CONNECT = 3,    /* a connection made: the process is the client side */
-	SONDE_EV_CLOSE = 4,      /* a socket fd closed */
+	SONDE_EV_CLOSE = 4,      /* a traced connection ended */
 	SONDE_EV_PROC_EXEC = 5,  /* any process exec'd (discovery hint, not filtered) */
 	SONDE_EV_PROC_EXIT = 6,  /* a process exited (discovery hint) */
 	SONDE_EV_LISTEN = 7,     /* a process started listening (discovery hint) */
@@ -37,8 +37,8 @@ enum sonde_direction {
 
 enum sonde_role {
 	SONDE_ROLE_UNKNOWN = 0,
-	SONDE_ROLE_SERVER = 1, /* the socket came from accept */
-	SONDE_ROLE_CLIENT = 2, /* the socket came from connect */
+	SONDE_ROLE_SERVER = 1, /* the connection was accepted (passive open) */
+	SONDE_ROLE_CLIENT = 2, /* the connection was made by connect (active open) */
 };
 
 enum sonde_syscall {
@@ -69,10 +69,10 @@ struct sonde_tuple {
 };
 
 struct sonde_event_header {
-	__u64 ts_boot_ns;   /* bpf_ktime_get_boot_ns() at syscall exit */
+	__u64 ts_boot_ns;   /* bpf_ktime_get_boot_ns() when the socket layer moved the bytes */
 	__u64 cgroup_id;    /* cgroup v2 id (inode of the cgroup directory) */
 	__u64 sock_id;      /* kernel address of the struct sock: a connection's identity */
-	__s64 ret;          /* syscall return value: bytes moved, or the new fd for accept */
+	__s64 ret;          /* bytes moved (DATA), the parent (PROC_FORK) */
 	__u32 pid;          /* tgid */
 	__u32 tid;
 	__s32 fd;
@@ -92,18 +92,22 @@ struct sonde_event {
 };
 
 /* What each kind fills besides kind/pid/tid/comm/cgroup_id/ts_boot_ns:
- * - DATA: fd, sock_id, ret (bytes moved, > 0), direction, role, syscall, tuple, payload_len and
- *   that many payload bytes right after the header. The record is exactly
- *   sizeof(header) + payload_len bytes long (sendfile: payload_len 0). comm and cgroup_id are
- *   the process's when the connection was first seen (cached per connection, not read on
- *   every syscall).
- * - ACCEPT / CONNECT: fd (the connection's fd), sock_id, ret (accept: the fd; connect: 0 or
- *   -EINPROGRESS), role, syscall, tuple (a non-blocking connect's tuple is what the socket has
- *   so far, normally complete).
- * - CLOSE: fd, sock_id and role of a socket previously seen by accept/connect/data: at the
- *   close() that released it, or when it reached TCP_CLOSE without one (reset, abort, owner
- *   died); then tid is 0 and comm/cgroup_id are empty (softirq context).
- * - LISTEN: fd and, for TCP sockets, sock_id and the local address/port in tuple.saddr/sport.
+ * - DATA: sock_id, ret (bytes moved, > 0), direction, role, syscall (SONDE_SYS_NONE when the
+ *   bytes moved outside the syscalls listed, e.g. io_uring or sendmmsg: then no payload), fd
+ *   (-1 when the syscall did not say), tuple, payload_len and that many payload bytes right
+ *   after the header. The record is exactly sizeof(header) + payload_len bytes long (sendfile:
+ *   payload_len 0). comm, cgroup_id and fd are the process's when it first moved data on the
+ *   connection (cached per connection, not read on every call). One event per call of the
+ *   socket layer: a sendfile may make several.
+ * - ACCEPT / CONNECT: the connection (sock_id, fd, role, tuple) right before its first DATA
+ *   event, sent only when the process is seen from the connection's first byte; ts_boot_ns is
+ *   when the connection was set up (the handshake), before that first event. A connection set
+ *   up before the programs were loaded, or that carried data before its process was selected,
+ *   has none: its DATA events start mid-stream.
+ * - CLOSE: sock_id, fd and role of a connection a selected process moved data on, when TCP is
+ *   done with it (TCP_CLOSE: after close() and the FIN exchange, a reset, an abort, or its
+ *   process dying); tid is 0 and comm/cgroup_id are empty (often softirq context).
+ * - LISTEN: sock_id, the local address/port in tuple.saddr/sport, and fd when listen(2) said.
  * - PROC_EXEC / PROC_EXIT: nothing else (pid is the process; exit is sent once the last
  *   thread of the process exits).
  * - PROC_FORK: pid is the new process (selected in the kernel already, before its first
@@ -139,8 +143,8 @@ _Static_assert(sizeof(struct sonde_config) == 8, "sonde_config layout");
 enum sonde_counter {
 	SONDE_CNT_EVENTS = 0,       /* events submitted to the ring buffer */
 	SONDE_CNT_LOST = 1,         /* events dropped because the ring buffer was full */
-	SONDE_CNT_FILTERED_IN = 2,  /* program runs for selected processes (syscall exits, close) */
-	SONDE_CNT_NOT_SOCKET = 3,   /* selected process, fd is not a TCP socket */
+	SONDE_CNT_FILTERED_IN = 2,  /* socket data calls of selected processes */
+	SONDE_CNT_NOT_SOCKET = 3,   /* of those, on a socket that is not a process's TCP socket */
 	SONDE_CNT_READ_ERRORS = 4,  /* a kernel/user memory read failed */
 	SONDE_CNT_MAX = 5,
 };

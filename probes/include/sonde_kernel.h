@@ -101,14 +101,30 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+struct socket;
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	__u16 sk_type;
+	struct socket *sk_socket;
 };
 
 struct socket {
+	struct file *file; /* NULL for a kernel socket (no descriptor) */
 	struct sock *sk;
+};
+
+/* Only reached through bpf_skc_to_tcp_sock(). Sequence numbers and RFC 4898 counters: bytes
+ * read by the process so far = bytes_received - (rcv_nxt - copied_seq); bytes written so far =
+ * (write_seq - snd_una) + bytes_acked (+1 on the active side, whose SYN counts as acked). */
+struct tcp_sock {
+	__u64 bytes_received;
+	__u64 bytes_acked;
+	__u32 rcv_nxt;
+	__u32 copied_seq;
+	__u32 write_seq;
+	__u32 snd_una;
 };
 
 /* The saved user registers (x86-64 names; the syscall ABI passes arguments 1..4 in di, si, dx,

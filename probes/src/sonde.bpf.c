@@ -1,32 +1,29 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Sonde's kernel programs: TCP payload capture for selected processes, from syscall exit
- * tracepoints (no sys_enter program), plus three tracepoints that are not syscall ones: sched
- * exec/exit (discovery hints, selection cleanup), the BTF tracepoints sched_process_fork (a
- * selected process's children are selected before their first syscall) and
- * sock:inet_sock_set_state (connections that end without a close()).
+/* Sonde's kernel programs: TCP payload capture for selected processes from the socket layer's
+ * BTF tracepoints sock_send_length / sock_recv_length, connection life-cycle from
+ * sock:inet_sock_set_state, and sched exec/exit/fork (discovery hints, selection of a selected
+ * process's children, selection cleanup). No syscall tracepoint at all.
  *
- * Why exit-only: an enter/exit pair costs every process two program runs per syscall; at exit
- * the return value is in the tracepoint context and the arguments are still in the task's saved
- * user registers, so one run is enough (measured in ebpf-on-these-machines.md: ~0.99 throughput
- * for unselected processes vs ~0.93 with pairs).
+ * Why not syscall tracepoints (this design's first version used read/write/... exit
+ * tracepoints): attaching any syscall tracepoint puts every syscall of every task on the
+ * kernel's slow syscall path. Measured here (examples/syscall_cost, 6.18) for a process that
+ * is not selected: +160-176 ns per hooked syscall and +55-76 ns on *every other* syscall. The
+ * socket tracepoints fire only where socket data moves: an unselected process pays nothing on
+ * other syscalls and one early return per socket call (~+95 ns measured with a throwaway probe).
+ * The syscall's arguments (where the bytes are in the process) are still at hand in the task's
+ * saved user registers; the tracepoint gives the socket and the byte count directly, so there
+ * is no fd -> file -> socket walk either.
  *
- * Every syscall program starts with the selection check (tgid in sonde_pids, or cgroup id in
- * sonde_cgroups and tgid not in sonde_deny) and returns at once otherwise. An unselected
- * process still pays the kernel's syscall-tracepoint path: measured here (examples/
- * syscall_cost, 6.18) +160-176 ns on a hooked syscall and +55-76 ns on any other syscall.
- * The discovery hints (exec, exit, listen) are the exception: they are rare and userspace needs
- * them for processes it has not selected yet.
+ * Every data program starts with the selection check (tgid in sonde_pids, or cgroup id in
+ * sonde_cgroups and tgid not in sonde_deny) and returns at once otherwise. The discovery hints
+ * (exec, exit, listen) are the exception: they are rare and userspace needs them for processes
+ * it has not selected yet.
  *
  * Events are submitted with BPF_RB_NO_WAKEUP: userspace drains on a timer, because a wake-up
  * per event cost more than everything else together on two shared cores.
  *
- * Needs a kernel with BTF and >= 5.15 (bpf_task_pt_regs; ring buffer 5.8,
- * bpf_get_current_task_btf 5.11). The task's pointers are followed with BTF-typed loads where
- * the verifier allows it (much cheaper than a probe-read helper call each), and a connection's
- * tuple, TCP check, comm and cgroup id are cached per (tgid, fd) and checked against the struct
- * file at the fd. Measured with kernel.bpf_stats_enabled on nginx under wrk (2026-12-05, 6.18):
- * recvfrom ~0.45 us and writev (two iovecs) ~0.75 us per event, of which the ring buffer output
- * is ~0.14 us, each bpf_probe_read_user ~0.08-0.15 us and the boot-clock read ~0.05 us.
+ * Needs a kernel with BTF and >= 6.3 (the sock_send_length/sock_recv_length tracepoints;
+ * bpf_task_pt_regs 5.15, ring buffer 5.8). x86-64 syscall numbers.
  */
 #include "sonde_kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -42,8 +39,6 @@ const volatile __u32 self_tgid = 0;
 
 /* iovecs walked per readv/writev/sendmsg/recvmsg to fill the payload prefix. */
 #define SONDE_MAX_IOV 4
-
-#define SONDE_MAX_CONNS 65536
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -87,83 +82,33 @@ struct {
 	__type(value, __u64);
 } sonde_counters SEC(".maps");
 
-/* Role of each socket fd seen in a selected process. Keyed by (tgid, fd) because that is what
- * close() gives; the sock address in the value detects an fd reused for another socket (dup2,
- * close_range, exec...) without a close we saw. LRU: entries of processes that died are
- * evicted, never block new ones. */
-struct sonde_conn_key {
-	__u32 tgid;
-	__s32 fd;
-};
-
+/* Every TCP connection set up while the programs are loaded, and every one a selected process
+ * has moved data on, by the kernel address of its struct sock. The life-cycle program adds a
+ * connection when it starts (SYN_SENT: client side, SYN_RECV: server side; any process: setup
+ * runs in softirq context for the server side, where nothing says whose socket it is) and
+ * removes it when it reaches TCP_CLOSE. The data programs fill in the rest the first time a
+ * selected process uses it, so that later events copy it instead of reading the socket again.
+ * LRU: a connection whose end was missed is evicted, never blocks a new one. */
 struct sonde_conn {
-	__u64 file;               /* the struct file at the fd: a hit skips the socket checks */
-	__u64 sock_id;
+	__u64 start_ts;           /* boot ns when it was set up; 0: before the programs were loaded */
+	__u64 cgroup_id;          /* of the process, when it was first seen using it */
 	struct sonde_tuple tuple; /* a connected TCP socket's tuple does not change: read once */
-	__u8 role;                /* enum sonde_role, or SONDE_CONN_NOT_TCP */
+	__u32 tgid;               /* the selected process seen using it; 0: none yet */
+	__s32 fd;                 /* its descriptor there, when the syscall said (else -1) */
+	__u8 role;                /* enum sonde_role */
 	__u8 _pad[7];
-	/* Of the process when the connection was first seen: data events copy these instead of
-	 * asking the kernel on every syscall. */
-	__u64 cgroup_id;
 	char comm[16];
 };
 
-/* A socket that is not TCP over IPv4/IPv6 (unix, UDP...), remembered so that its next calls
- * skip the protocol checks. Internal: never sent to userspace. */
-#define SONDE_CONN_NOT_TCP 0xff
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SONDE_MAX_CONNS);
-	__type(key, struct sonde_conn_key);
-	__type(value, struct sonde_conn);
-} sonde_conns SEC(".maps");
-
-/* The TCP sockets in sonde_conns, by kernel address, for the life-cycle tracepoint: it often
- * runs in softirq context, where the current task says nothing about the socket's owner. */
-struct sonde_sk_owner {
-	__u32 tgid;
-	__s32 fd;
-	__u8 role;
-	__u8 _pad[7];
-};
+#define SONDE_MAX_CONNS 131072
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SONDE_MAX_CONNS);
 	__type(key, __u64);
-	__type(value, struct sonde_sk_owner);
-} sonde_socks SEC(".maps");
+	__type(value, struct sonde_conn);
+} sonde_conns SEC(".maps");
 
-static __always_inline void remember_owner(__u64 sk, __u32 tgid, int fd, __u8 role)
-{
-	struct sonde_sk_owner o = {.tgid = tgid, .fd = fd, .role = role};
-	bpf_map_update_elem(&sonde_socks, &sk, &o, BPF_ANY);
-}
-
-/* Data events are assembled here and copied to the ring buffer with their real length
- * (bpf_ringbuf_reserve needs a constant size; records of header + used payload keep the ring
- * compact). Twice the payload bound so that an iovec copy at offset < MAX of length <= MAX is
- * provably in bounds. */
-struct sonde_scratch {
-	struct sonde_event_header h;
-	__u8 payload[2 * SONDE_MAX_PAYLOAD];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sonde_scratch);
-} sonde_scratch SEC(".maps");
-
-/* Tracepoint contexts (tracefs format files; stable layout). */
-struct sonde_sys_exit_ctx {
-	__u64 common;
-	int syscall_nr;
-	int _pad;
-	long ret;
-};
 
 static __always_inline void count(__u32 idx)
 {
@@ -212,73 +157,14 @@ static __always_inline bool selected(__u32 tgid)
 	return !pid_bit(&sonde_deny, tgid);
 }
 
-/* The syscall's arguments, read at exit from the task's saved user registers and checked
- * against the syscall number (a mismatch is counted as a read error). */
-struct sonde_args {
-	unsigned long a1, a2, a3, a4;
-};
 
-static __always_inline int syscall_args(struct task_struct *task, long nr, struct sonde_args *a)
-{
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	if (!regs || (long)regs->orig_ax != nr) {
-		count(SONDE_CNT_READ_ERRORS);
-		return -1;
-	}
-	a->a1 = regs->di;
-	a->a2 = regs->si;
-	a->a3 = regs->dx;
-	a->a4 = regs->r10;
-	return 0;
-}
-
-/* fd -> struct file, or NULL. task comes from bpf_get_current_task_btf(), so the first loads
- * are plain BTF-checked loads rather than probe-read helper calls. */
-static __always_inline struct file *file_of_fd(struct task_struct *task, int fd)
-{
-	if (fd < 0)
-		return 0;
-	struct files_struct *files = task->files;
-	if (!files)
-		return 0;
-	struct fdtable *fdt = files->fdt;
-	if (!fdt)
-		return 0;
-	if ((unsigned int)fd >= fdt->max_fds)
-		return 0;
-	struct file **fds = fdt->fd;
-	struct file *f = 0;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
-		return 0;
-	return f;
-}
-
-/* struct file -> struct sock if the file is a socket, or NULL. The inode mode is checked
- * before private_data is trusted to be a struct socket. */
-static __always_inline struct sock *sock_of_file(struct file *f)
-{
-	if (!f)
-		return 0;
-	unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return 0;
-	struct socket *so = BPF_CORE_READ(f, private_data);
-	if (!so)
-		return 0;
-	return BPF_CORE_READ(so, sk);
-}
-
-static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
-{
-	return sock_of_file(file_of_fd(task, fd));
-}
-
-/* AF_INET or AF_INET6 for a TCP socket, 0 otherwise. */
+/* AF_INET or AF_INET6 for a TCP socket, 0 otherwise. sk is a typed tracepoint argument: plain
+ * loads, no helper call. */
 static __always_inline __u16 tcp_family(struct sock *sk)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 fam = sk->__sk_common.skc_family;
 	return fam == AF_INET || fam == AF_INET6 ? fam : 0;
 }
 
@@ -332,48 +218,6 @@ static __always_inline void init_header(struct sonde_event_header *h, __u8 kind,
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
-/* Fills sock_id, role and tuple of a data event from the connection cache, or from the
- * socket on the first event of a connection (one opened before Sonde, or by a syscall we do
- * not hook: its role is unknown, and it is cached so that its close is still reported). The
- * cache is keyed by (tgid, fd) and checked against the struct file at the fd, so the common
- * case costs one map lookup and one pointer read. False if the fd is not a TCP socket (files,
- * pipes and other sockets are cached as such too). */
-static __always_inline bool conn_info(__u32 tgid, int fd, struct file *f,
-				      struct sonde_event_header *h)
-{
-	struct sonde_conn_key key = {.tgid = tgid, .fd = fd};
-	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &key);
-	if (c && c->file == (__u64)f) {
-		if (c->role == SONDE_CONN_NOT_TCP)
-			return false;
-		h->sock_id = c->sock_id;
-		h->role = c->role;
-		h->cgroup_id = c->cgroup_id;
-		__builtin_memcpy(h->comm, c->comm, sizeof(h->comm));
-		__builtin_memcpy(&h->tuple, &c->tuple, sizeof(h->tuple));
-		return true;
-	}
-	struct sock *sk = sock_of_file(f);
-	struct sonde_conn nc = {.file = (__u64)f, .sock_id = (__u64)sk, .role = SONDE_ROLE_UNKNOWN};
-	nc.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(nc.comm, sizeof(nc.comm));
-	__u16 family = sk ? tcp_family(sk) : 0;
-	if (family)
-		read_tuple(sk, family, &nc.tuple);
-	else
-		nc.role = SONDE_CONN_NOT_TCP;
-	bpf_map_update_elem(&sonde_conns, &key, &nc, BPF_ANY);
-	if (!family)
-		return false;
-	remember_owner((__u64)sk, tgid, fd, SONDE_ROLE_UNKNOWN);
-	h->sock_id = (__u64)sk;
-	h->role = SONDE_ROLE_UNKNOWN;
-	h->cgroup_id = nc.cgroup_id;
-	__builtin_memcpy(h->comm, nc.comm, sizeof(h->comm));
-	__builtin_memcpy(&h->tuple, &nc.tuple, sizeof(h->tuple));
-	return true;
-}
-
 static __always_inline void submit_header(struct sonde_event_header *src)
 {
 	struct sonde_event_header *h = bpf_ringbuf_reserve(&sonde_events, sizeof(*h), 0);
@@ -385,6 +229,104 @@ static __always_inline void submit_header(struct sonde_event_header *src)
 	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
 	count(SONDE_CNT_EVENTS);
 }
+
+/* The syscall that moved the bytes, from the task's saved user registers: the socket layer's
+ * tracepoints say how many bytes and on which socket, the syscall's arguments say where they
+ * are in the process's memory. x86-64 syscall numbers. */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define NR_LISTEN 50
+
+enum sonde_buf_kind {
+	SONDE_BUF_PLAIN, /* arg 2 is the buffer */
+	SONDE_BUF_IOV,   /* arg 2 is an iovec array, arg 3 its length */
+	SONDE_BUF_MSG,   /* arg 2 is a struct user_msghdr */
+	SONDE_BUF_NONE,  /* bytes only: sendfile, or a path we cannot read (io_uring, sendmmsg...) */
+};
+
+struct sonde_call {
+	unsigned long buf;  /* arg 2 */
+	unsigned long len;  /* arg 3 */
+	int fd;             /* arg 1, or -1 */
+	__u8 sys;           /* enum sonde_syscall */
+	__u8 kind;          /* enum sonde_buf_kind */
+};
+
+static __always_inline void current_call(struct task_struct *task, struct sonde_call *c)
+{
+	c->fd = -1;
+	c->sys = SONDE_SYS_NONE;
+	c->kind = SONDE_BUF_NONE;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (!regs)
+		return;
+	long nr = (long)regs->orig_ax;
+	switch (nr) {
+	case NR_READ:
+		c->sys = SONDE_SYS_READ;
+		c->kind = SONDE_BUF_PLAIN;
+		break;
+	case NR_WRITE:
+		c->sys = SONDE_SYS_WRITE;
+		c->kind = SONDE_BUF_PLAIN;
+		break;
+	case NR_SENDTO:
+		c->sys = SONDE_SYS_SENDTO;
+		c->kind = SONDE_BUF_PLAIN;
+		break;
+	case NR_RECVFROM:
+		c->sys = SONDE_SYS_RECVFROM;
+		c->kind = SONDE_BUF_PLAIN;
+		break;
+	case NR_READV:
+		c->sys = SONDE_SYS_READV;
+		c->kind = SONDE_BUF_IOV;
+		break;
+	case NR_WRITEV:
+		c->sys = SONDE_SYS_WRITEV;
+		c->kind = SONDE_BUF_IOV;
+		break;
+	case NR_SENDMSG:
+		c->sys = SONDE_SYS_SENDMSG;
+		c->kind = SONDE_BUF_MSG;
+		break;
+	case NR_RECVMSG:
+		c->sys = SONDE_SYS_RECVMSG;
+		c->kind = SONDE_BUF_MSG;
+		break;
+	case NR_SENDFILE:
+		c->sys = SONDE_SYS_SENDFILE;
+		break;
+	default:
+		return;
+	}
+	c->fd = (int)regs->di;
+	c->buf = regs->si;
+	c->len = regs->dx;
+}
+
+/* Data events are assembled in this per-CPU scratch and copied to the ring buffer with their
+ * real length (bpf_ringbuf_reserve needs a constant size; records of header + used payload
+ * keep the ring compact). Twice the payload bound so that an iovec copy at offset < MAX of
+ * length <= MAX is provably in bounds. */
+struct sonde_scratch {
+	struct sonde_event_header h;
+	__u8 payload[2 * SONDE_MAX_PAYLOAD];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sonde_scratch);
+} sonde_scratch SEC(".maps");
 
 static __always_inline __u64 prefix_len(long ret)
 {
@@ -434,73 +376,147 @@ static __always_inline int copy_iov(struct sonde_scratch *e, const struct sonde_
 	return 0;
 }
 
-enum sonde_buf_kind {
-	SONDE_BUF_PLAIN,  /* arg 2 is the buffer */
-	SONDE_BUF_IOV,    /* arg 2 is an iovec array, arg 3 its length */
-	SONDE_BUF_MSG,    /* arg 2 is a struct user_msghdr */
-	SONDE_BUF_NONE,   /* sendfile: bytes only */
-};
-
-static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys, __u8 dir,
-				       enum sonde_buf_kind buf)
+static __always_inline int copy_payload(struct sonde_scratch *e, struct sonde_call *call,
+					long ret)
 {
+	__u64 want = prefix_len(ret);
+	if (call->kind == SONDE_BUF_PLAIN) {
+		if (want && bpf_probe_read_user(e->payload, want, (void *)call->buf))
+			return -1;
+		e->h.payload_len = want;
+	} else if (call->kind == SONDE_BUF_IOV) {
+		return copy_iov(e, (const struct sonde_iovec *)call->buf, call->len, want);
+	} else if (call->kind == SONDE_BUF_MSG) {
+		struct sonde_user_msghdr msg;
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)call->buf))
+			return -1;
+		return copy_iov(e, msg.msg_iov, msg.msg_iovlen, want);
+	}
+	return 0;
+}
+
+/* True when no byte had moved on the connection before this call, in either direction: the
+ * process is seen from the connection's first message, so userspace can trust the pairing
+ * from the start. The counters are the socket's own (see struct tcp_sock). */
+static __always_inline bool nothing_moved_before(struct sock *sk, long ret, __u8 dir)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return false;
+	__u64 read = tp->bytes_received - (__u32)(tp->rcv_nxt - tp->copied_seq);
+	__u64 written = (__u64)(__u32)(tp->write_seq - tp->snd_una) + tp->bytes_acked;
+	if (dir == SONDE_DIR_RECV)
+		read -= ret;
+	else
+		written -= ret;
+	return read == 0 && written <= 1;
+}
+
+/* The first time a selected process moves data on a connection: checks it is a process's
+ * socket (not one the kernel uses on its own, e.g. NFS or a tunnel, whose calls can run in
+ * any process's syscall), reads tuple, comm and cgroup once, and caches them. When the
+ * connection was set up while the programs were loaded and nothing moved on it before, a
+ * Connection event (ACCEPT/CONNECT) with the setup time goes first, so userspace knows it sees
+ * the connection from its start. Returns false if the socket is not to be traced. */
+static __always_inline bool first_sight(struct sock *sk, __u16 family, __u32 tgid,
+					__u64 pid_tgid, struct sonde_call *call, long ret,
+					__u8 dir, struct sonde_conn *known,
+					struct sonde_event_header *h)
+{
+	struct socket *so = sk->sk_socket;
+	if (!so || !so->file) {
+		count(SONDE_CNT_NOT_SOCKET);
+		return false;
+	}
+	__u64 id = (__u64)sk;
+	struct sonde_conn nc = {.tgid = tgid, .fd = call->fd, .role = SONDE_ROLE_UNKNOWN};
+	bool fresh = false;
+	if (known) {
+		nc.start_ts = known->start_ts;
+		nc.role = known->role;
+		fresh = !known->tgid && nc.start_ts && nc.role != SONDE_ROLE_UNKNOWN &&
+			nothing_moved_before(sk, ret, dir);
+	}
+	nc.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(nc.comm, sizeof(nc.comm));
+	read_tuple(sk, family, &nc.tuple);
+	bpf_map_update_elem(&sonde_conns, &id, &nc, BPF_ANY);
+
+	if (fresh) {
+		struct sonde_event_header *c = bpf_ringbuf_reserve(&sonde_events, sizeof(*c), 0);
+		if (c) {
+			init_header_base(c, nc.role == SONDE_ROLE_SERVER ? SONDE_EV_ACCEPT
+									: SONDE_EV_CONNECT,
+					 pid_tgid);
+			c->ts_boot_ns = nc.start_ts;
+			c->cgroup_id = nc.cgroup_id;
+			__builtin_memcpy(c->comm, nc.comm, sizeof(c->comm));
+			c->sock_id = id;
+			c->fd = nc.fd;
+			c->role = nc.role;
+			c->syscall = nc.role == SONDE_ROLE_SERVER ? SONDE_SYS_ACCEPT : SONDE_SYS_CONNECT;
+			__builtin_memcpy(&c->tuple, &nc.tuple, sizeof(c->tuple));
+			bpf_ringbuf_submit(c, BPF_RB_NO_WAKEUP);
+			count(SONDE_CNT_EVENTS);
+		} else {
+			count(SONDE_CNT_LOST);
+		}
+	}
+	h->sock_id = id;
+	h->role = nc.role;
+	h->fd = nc.fd;
+	h->cgroup_id = nc.cgroup_id;
+	__builtin_memcpy(h->comm, nc.comm, sizeof(h->comm));
+	__builtin_memcpy(&h->tuple, &nc.tuple, sizeof(h->tuple));
+	return true;
+}
+
+/* Bytes moved on a socket by the socket layer (sock_sendmsg / sock_recvmsg): write, writev,
+ * send*, sendfile and read, readv, recv* on sockets all come through here, and nothing else
+ * does, so a process that is not selected pays for its socket calls only, and other syscalls
+ * run untouched. */
+static __always_inline int on_msg(struct sock *sk, int ret, int flags, __u8 dir)
+{
+	if (ret <= 0)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (!selected(tgid))
 		return 0;
 	count(SONDE_CNT_FILTERED_IN);
-
-	long ret = ctx->ret;
-	if (ret <= 0)
-		return 0;
-
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct sonde_args regs;
-	if (syscall_args(task, ctx->syscall_nr, &regs))
-		return 0;
-	/* Peeked bytes will be read again; reporting them twice would corrupt the stream. */
-	if (sys == SONDE_SYS_RECVFROM && (regs.a4 & MSG_PEEK))
-		return 0;
-	if (sys == SONDE_SYS_RECVMSG && (regs.a3 & MSG_PEEK))
-		return 0;
-
-	int fd = (int)regs.a1;
-	struct file *f = file_of_fd(task, fd);
-	if (!f) {
+	__u16 family = tcp_family(sk);
+	if (!family) {
 		count(SONDE_CNT_NOT_SOCKET);
 		return 0;
 	}
+	/* Peeked bytes will be read again; reporting them twice would corrupt the stream. */
+	if (flags & MSG_PEEK)
+		return 0;
 
 	__u32 zero = 0;
 	struct sonde_scratch *e = bpf_map_lookup_elem(&sonde_scratch, &zero);
 	if (!e)
 		return 0;
 	init_header_base(&e->h, SONDE_EV_DATA, pid_tgid);
-	if (!conn_info(tgid, fd, f, &e->h)) {
-		count(SONDE_CNT_NOT_SOCKET);
+	struct sonde_call call;
+	current_call(bpf_get_current_task_btf(), &call);
+
+	__u64 id = (__u64)sk;
+	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &id);
+	if (c && c->tgid == tgid) {
+		e->h.sock_id = id;
+		e->h.role = c->role;
+		e->h.fd = c->fd;
+		e->h.cgroup_id = c->cgroup_id;
+		__builtin_memcpy(e->h.comm, c->comm, sizeof(e->h.comm));
+		__builtin_memcpy(&e->h.tuple, &c->tuple, sizeof(e->h.tuple));
+	} else if (!first_sight(sk, family, tgid, pid_tgid, &call, ret, dir, c, &e->h)) {
 		return 0;
 	}
 	e->h.ret = ret;
-	e->h.fd = fd;
 	e->h.direction = dir;
-	e->h.syscall = sys;
-
-	__u64 want = prefix_len(ret);
-	int err = 0;
-	if (buf == SONDE_BUF_PLAIN) {
-		if (want && bpf_probe_read_user(e->payload, want, (void *)regs.a2))
-			err = -1;
-		else
-			e->h.payload_len = want;
-	} else if (buf == SONDE_BUF_IOV) {
-		err = copy_iov(e, (const struct sonde_iovec *)regs.a2, regs.a3, want);
-	} else if (buf == SONDE_BUF_MSG) {
-		struct sonde_user_msghdr msg;
-		err = bpf_probe_read_user(&msg, sizeof(msg), (void *)regs.a2);
-		if (!err)
-			err = copy_iov(e, msg.msg_iov, msg.msg_iovlen, want);
-	}
-	if (err) {
+	e->h.syscall = call.sys;
+	if (copy_payload(e, &call, ret)) {
 		/* The byte count is still worth reporting: a gap in the stream beats silence. */
 		count(SONDE_CNT_READ_ERRORS);
 		e->h.payload_len = 0;
@@ -517,219 +533,96 @@ static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys,
 	return 0;
 }
 
-#define DATA_PROG(name, sys, dir, buf)                                                 \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                     \
-	int sonde_exit_##name(struct sonde_sys_exit_ctx *ctx)                          \
-	{                                                                              \
-		return handle_data(ctx, sys, dir, buf);                                \
-	}
-
-DATA_PROG(read, SONDE_SYS_READ, SONDE_DIR_RECV, SONDE_BUF_PLAIN)
-DATA_PROG(write, SONDE_SYS_WRITE, SONDE_DIR_SEND, SONDE_BUF_PLAIN)
-DATA_PROG(readv, SONDE_SYS_READV, SONDE_DIR_RECV, SONDE_BUF_IOV)
-DATA_PROG(writev, SONDE_SYS_WRITEV, SONDE_DIR_SEND, SONDE_BUF_IOV)
-DATA_PROG(sendto, SONDE_SYS_SENDTO, SONDE_DIR_SEND, SONDE_BUF_PLAIN)
-DATA_PROG(recvfrom, SONDE_SYS_RECVFROM, SONDE_DIR_RECV, SONDE_BUF_PLAIN)
-DATA_PROG(sendmsg, SONDE_SYS_SENDMSG, SONDE_DIR_SEND, SONDE_BUF_MSG)
-DATA_PROG(recvmsg, SONDE_SYS_RECVMSG, SONDE_DIR_RECV, SONDE_BUF_MSG)
-DATA_PROG(sendfile64, SONDE_SYS_SENDFILE, SONDE_DIR_SEND, SONDE_BUF_NONE)
-
-/* accept/accept4 (fd = ret) and connect (fd = arg 1): remember the role, report the tuple. */
-static __always_inline int handle_conn(struct sonde_sys_exit_ctx *ctx, __u8 sys)
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sonde_sock_send, struct sock *sk, int ret, int flags)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if (!selected(tgid))
-		return 0;
-	count(SONDE_CNT_FILTERED_IN);
-
-	long ret = ctx->ret;
-	struct task_struct *task = bpf_get_current_task_btf();
-	int fd;
-	__u8 kind, role;
-	if (sys == SONDE_SYS_ACCEPT) {
-		if (ret < 0)
-			return 0;
-		fd = (int)ret;
-		kind = SONDE_EV_ACCEPT;
-		role = SONDE_ROLE_SERVER;
-	} else {
-		if (ret != 0 && ret != -EINPROGRESS)
-			return 0;
-		struct sonde_args regs;
-		if (syscall_args(task, ctx->syscall_nr, &regs))
-			return 0;
-		fd = (int)regs.a1;
-		kind = SONDE_EV_CONNECT;
-		role = SONDE_ROLE_CLIENT;
-	}
-
-	struct file *f = file_of_fd(task, fd);
-	struct sock *sk = sock_of_file(f);
-	__u16 family = sk ? tcp_family(sk) : 0;
-	if (!family) {
-		count(SONDE_CNT_NOT_SOCKET);
-		return 0;
-	}
-	struct sonde_conn_key key = {.tgid = tgid, .fd = fd};
-	struct sonde_conn c = {.file = (__u64)f, .sock_id = (__u64)sk, .role = role};
-	c.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(c.comm, sizeof(c.comm));
-	read_tuple(sk, family, &c.tuple);
-	bpf_map_update_elem(&sonde_conns, &key, &c, BPF_ANY);
-	remember_owner((__u64)sk, tgid, fd, role);
-
-	struct sonde_event_header *h = bpf_ringbuf_reserve(&sonde_events, sizeof(*h), 0);
-	if (!h) {
-		count(SONDE_CNT_LOST);
-		return 0;
-	}
-	init_header(h, kind, pid_tgid);
-	h->sock_id = (__u64)sk;
-	h->ret = ret;
-	h->fd = fd;
-	h->role = role;
-	h->syscall = sys;
-	__builtin_memcpy(&h->tuple, &c.tuple, sizeof(h->tuple));
-	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
-	count(SONDE_CNT_EVENTS);
-	return 0;
+	return on_msg(sk, ret, flags, SONDE_DIR_SEND);
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept")
-int sonde_exit_accept(struct sonde_sys_exit_ctx *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sonde_sock_recv, struct sock *sk, int ret, int flags)
 {
-	return handle_conn(ctx, SONDE_SYS_ACCEPT);
+	return on_msg(sk, ret, flags, SONDE_DIR_RECV);
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int sonde_exit_accept4(struct sonde_sys_exit_ctx *ctx)
-{
-	return handle_conn(ctx, SONDE_SYS_ACCEPT);
-}
-
-SEC("tracepoint/syscalls/sys_exit_connect")
-int sonde_exit_connect(struct sonde_sys_exit_ctx *ctx)
-{
-	return handle_conn(ctx, SONDE_SYS_CONNECT);
-}
-
-/* At exit, like everything else: a sys_enter program would put every syscall of every process
- * on the machine through the enter-side tracepoint path. Linux releases the fd even when close
- * fails with EINTR. Another thread may already have reused the fd number by now: if the cached
- * entry describes the file that holds the fd now, it is the new file's (written by its accept
- * or first data event) and is left alone; the old connection's close is then missed, and
- * userspace expires it as idle. */
-SEC("tracepoint/syscalls/sys_exit_close")
-int sonde_exit_close(struct sonde_sys_exit_ctx *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if (!selected(tgid))
-		return 0;
-	count(SONDE_CNT_FILTERED_IN);
-	if (ctx->ret != 0 && ctx->ret != -EINTR)
-		return 0;
-
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct sonde_args regs;
-	if (syscall_args(task, ctx->syscall_nr, &regs))
-		return 0;
-	struct sonde_conn_key key = {.tgid = tgid, .fd = (int)regs.a1};
-	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &key);
-	if (!c)
-		return 0;
-	struct file *now = file_of_fd(task, key.fd);
-	if (now && (__u64)now == c->file)
-		return 0;
-	__u64 sock_id = c->sock_id;
-	__u8 role = c->role;
-	bpf_map_delete_elem(&sonde_conns, &key);
-	if (role == SONDE_CONN_NOT_TCP)
-		return 0;
-	bpf_map_delete_elem(&sonde_socks, &sock_id);
-
-	struct sonde_event_header *h = bpf_ringbuf_reserve(&sonde_events, sizeof(*h), 0);
-	if (!h) {
-		count(SONDE_CNT_LOST);
-		return 0;
-	}
-	init_header(h, SONDE_EV_CLOSE, pid_tgid);
-	h->sock_id = sock_id;
-	h->fd = key.fd;
-	h->role = role;
-	h->syscall = SONDE_SYS_CLOSE;
-	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
-	count(SONDE_CNT_EVENTS);
-	return 0;
-}
-
-/* Connection life-cycle: a traced TCP socket that reaches TCP_CLOSE without a close() we saw
- * (reset by the peer, aborted, closed by the kernel when its process died) is reported closed
- * here, once: whichever of this and sys_exit_close comes first removes the socket from both
- * caches. Fires for every socket state change on the machine; untraced sockets cost one hash
- * lookup. */
+/* Connection life-cycle, for every TCP socket of the machine (a state change is rare next to
+ * the data it carries): a connection is remembered with its role when it is set up, and
+ * forgotten when it reaches TCP_CLOSE, which every TCP socket does exactly once per connection
+ * whatever ended it (close and the FIN exchange, a reset, an abort, its process dying). A
+ * traced connection's end is reported then. A socket entering TCP_LISTEN is a discovery hint. */
+#define SONDE_TCP_SYN_SENT 2
+#define SONDE_TCP_SYN_RECV 3
 #define SONDE_TCP_CLOSE 7
+#define SONDE_TCP_LISTEN 10
+
+static __always_inline void listen_hint(struct sock *sk)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((pid_tgid >> 32) == self_tgid)
+		return;
+	struct sonde_event_header h;
+	init_header(&h, SONDE_EV_LISTEN, pid_tgid);
+	h.sock_id = (__u64)sk;
+	__u16 family = tcp_family(sk);
+	if (family)
+		read_tuple(sk, family, &h.tuple);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (regs && regs->orig_ax == NR_LISTEN)
+		h.fd = (int)regs->di;
+	submit_header(&h);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(sonde_sock_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != SONDE_TCP_CLOSE)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u64 id = (__u64)sk;
-	struct sonde_sk_owner *o = bpf_map_lookup_elem(&sonde_socks, &id);
-	if (!o)
+	if (newstate == SONDE_TCP_SYN_SENT || newstate == SONDE_TCP_SYN_RECV) {
+		struct sonde_conn nc = {
+			.start_ts = bpf_ktime_get_boot_ns(),
+			.fd = -1,
+			.role = newstate == SONDE_TCP_SYN_SENT ? SONDE_ROLE_CLIENT : SONDE_ROLE_SERVER,
+		};
+		bpf_map_update_elem(&sonde_conns, &id, &nc, BPF_ANY);
 		return 0;
-	struct sonde_sk_owner owner = *o;
-	bpf_map_delete_elem(&sonde_socks, &id);
-	struct sonde_conn_key key = {.tgid = owner.tgid, .fd = owner.fd};
-	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &key);
-	if (c && c->sock_id == id)
-		bpf_map_delete_elem(&sonde_conns, &key);
+	}
+	if (newstate == SONDE_TCP_LISTEN) {
+		listen_hint(sk);
+		return 0;
+	}
+	if (newstate != SONDE_TCP_CLOSE)
+		return 0;
+	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &id);
+	if (!c)
+		return 0;
+	__u32 tgid = c->tgid;
+	int fd = c->fd;
+	__u8 role = c->role;
+	bpf_map_delete_elem(&sonde_conns, &id);
+	if (!tgid)
+		return 0;
 
 	struct sonde_event_header *h = bpf_ringbuf_reserve(&sonde_events, sizeof(*h), 0);
 	if (!h) {
 		count(SONDE_CNT_LOST);
 		return 0;
 	}
-	init_header_base(h, SONDE_EV_CLOSE, (__u64)owner.tgid << 32);
+	/* Often softirq context: the current task says nothing about the socket's owner. */
+	init_header_base(h, SONDE_EV_CLOSE, (__u64)tgid << 32);
 	h->cgroup_id = 0;
 	__builtin_memset(h->comm, 0, sizeof(h->comm));
 	h->sock_id = id;
-	h->fd = owner.fd;
-	h->role = owner.role;
+	h->fd = fd;
+	h->role = role;
 	h->syscall = SONDE_SYS_NONE;
 	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
 	count(SONDE_CNT_EVENTS);
 	return 0;
 }
 
-/* Discovery hints: not filtered by selection (their point is to find processes to select). */
-
-SEC("tracepoint/syscalls/sys_exit_listen")
-int sonde_exit_listen(struct sonde_sys_exit_ctx *ctx)
-{
-	if (ctx->ret != 0)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((pid_tgid >> 32) == self_tgid)
-		return 0;
-	struct sonde_event_header h;
-	init_header(&h, SONDE_EV_LISTEN, pid_tgid);
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct sonde_args regs;
-	if (!syscall_args(task, ctx->syscall_nr, &regs)) {
-		int fd = (int)regs.a1;
-		struct sock *sk = sock_of_fd(task, fd);
-		__u16 family = sk ? tcp_family(sk) : 0;
-		h.fd = fd;
-		if (family) {
-			h.sock_id = (__u64)sk;
-			read_tuple(sk, family, &h.tuple);
-		}
-	}
-	submit_header(&h);
-	return 0;
-}
+/* Discovery hints (exec, exit; listen above): not filtered by selection (their point is to
+ * find processes to select). */
 
 SEC("tracepoint/sched/sched_process_exec")
 int sonde_process_exec(void *ctx)

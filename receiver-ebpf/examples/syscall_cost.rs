@@ -1,15 +1,19 @@
-//! What Sonde's kernel programs cost a process they do NOT select, per syscall: a hooked one
-//! (`write` to /dev/null) and one no program hooks (`getppid`), timed in a tight loop without
-//! the probes, with them loaded (selecting nobody), and without them again. Best of 7 passes
-//! each, so a noisy host inflates nothing but the spread. Needs root.
+//! What Sonde's kernel programs cost a process they do NOT select: a syscall that moves no
+//! socket data (`write` to /dev/null, `getppid`) and a pair of socket calls (a one-byte `write`
+//! then `read` on a TCP loopback connection, both ends in this process), timed in a tight loop
+//! without the probes, with them loaded (selecting nobody), and without them again. Best of 7
+//! passes each, so a noisy host inflates nothing but the spread. Needs root.
 //!
 //! `cargo run --release -p receiver-ebpf --example syscall_cost [calls per pass]`
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use receiver_ebpf::loader::{ProbeOptions, Probes};
 
-fn best_ns(calls: u32, f: impl Fn()) -> f64 {
+fn best_ns(calls: u32, mut f: impl FnMut()) -> f64 {
     (0..7)
         .map(|_| {
             let t = Instant::now();
@@ -21,17 +25,31 @@ fn best_ns(calls: u32, f: impl Fn()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn measure(calls: u32, fd: i32) -> (f64, f64) {
+struct Fds {
+    null: i32,
+    client: TcpStream,
+    server: TcpStream,
+}
+
+/// (write to /dev/null, getppid, TCP write+read pair), ns per call.
+fn measure(calls: u32, fds: &mut Fds) -> (f64, f64, f64) {
     let byte = [b'x'];
+    let null = fds.null;
     let write = best_ns(calls, || {
         // SAFETY: writes one byte from a live buffer to an fd this program opened.
-        unsafe { libc::write(fd, byte.as_ptr().cast(), 1) };
+        unsafe { libc::write(null, byte.as_ptr().cast(), 1) };
     });
     // SAFETY: getppid has no arguments and cannot fail.
     let getppid = best_ns(calls, || unsafe {
         libc::getppid();
     });
-    (write, getppid)
+    let mut buf = [0u8; 1];
+    let pairs = calls / 4;
+    let tcp = best_ns(pairs.max(1), || {
+        fds.client.write_all(&byte).expect("tcp write");
+        fds.server.read_exact(&mut buf).expect("tcp read");
+    });
+    (write, getppid, tcp)
 }
 
 fn main() {
@@ -43,30 +61,38 @@ fn main() {
         .write(true)
         .open("/dev/null")
         .expect("open /dev/null");
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&null);
-    let before = measure(calls, fd);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    client.set_nodelay(true).expect("nodelay");
+    let mut fds = Fds {
+        null: null.as_raw_fd(),
+        client,
+        server,
+    };
+    let before = measure(calls, &mut fds);
     let probes = Probes::load(ProbeOptions::default()).expect("load the probes (root?)");
     std::thread::sleep(Duration::from_millis(200));
-    let with = measure(calls, fd);
+    let with = measure(calls, &mut fds);
     drop(probes);
     std::thread::sleep(Duration::from_millis(200));
-    let after = measure(calls, fd);
-    println!("| condition | write(2) to /dev/null ns | getppid(2) ns |");
-    println!("|---|---|---|");
-    for (name, (w, g)) in [
+    let after = measure(calls, &mut fds);
+    println!("| condition | write(2) to /dev/null ns | getppid(2) ns | TCP write+read pair ns |");
+    println!("|---|---|---|---|");
+    for (name, (w, g, t)) in [
         ("no probes", before),
         ("probes loaded, process not selected", with),
         ("no probes again", after),
     ] {
-        println!("| {name} | {w:.0} | {g:.0} |");
+        println!("| {name} | {w:.0} | {g:.0} | {t:.0} |");
     }
-    let base = |i: usize| {
-        let pick = |m: (f64, f64)| if i == 0 { m.0 } else { m.1 };
-        pick(before).min(pick(after))
-    };
+    let base = |pick: fn((f64, f64, f64)) -> f64| pick(before).min(pick(after));
     println!(
-        "added per call: write {:+.0} ns (a hooked syscall), getppid {:+.0} ns (not hooked)",
-        with.0 - base(0),
-        with.1 - base(1)
+        "added per call: write to /dev/null {:+.0} ns, getppid {:+.0} ns (no socket data: no \
+         program runs), TCP write+read {:+.0} ns per pair (two socket-data programs returning \
+         at the selection check)",
+        with.0 - base(|m| m.0),
+        with.1 - base(|m| m.1),
+        with.2 - base(|m| m.2)
     );
 }

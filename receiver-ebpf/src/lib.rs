@@ -1,5 +1,6 @@
-//! The `ebpf` receiver: HTTP spans and metrics from selected Linux processes, captured by
-//! syscall tracepoints, with no change to the processes. Kernel programs live in `probes/`;
+//! The `ebpf` receiver: HTTP spans and metrics from selected Linux processes, captured by the
+//! socket layer's BTF tracepoints (the bytes each read/write/send/recv syscall moved on a
+//! socket), with no change to the processes. Kernel programs live in `probes/`;
 //! this crate loads them (`loader`, `event`), selects processes (`discovery`), pairs requests
 //! and responses (`http`), links and builds spans and metrics (`linker`, `spans`, `metrics`),
 //! prints them (`printer`) and wraps it all as a pipeline component (`receiver`).

@@ -28,28 +28,16 @@ static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 
 /// Every program of the object and its tracepoint (category, name).
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sonde_exit_read", "syscalls", "sys_exit_read"),
-    ("sonde_exit_write", "syscalls", "sys_exit_write"),
-    ("sonde_exit_readv", "syscalls", "sys_exit_readv"),
-    ("sonde_exit_writev", "syscalls", "sys_exit_writev"),
-    ("sonde_exit_sendto", "syscalls", "sys_exit_sendto"),
-    ("sonde_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
-    ("sonde_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
-    ("sonde_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
-    ("sonde_exit_sendfile64", "syscalls", "sys_exit_sendfile64"),
-    ("sonde_exit_accept", "syscalls", "sys_exit_accept"),
-    ("sonde_exit_accept4", "syscalls", "sys_exit_accept4"),
-    ("sonde_exit_connect", "syscalls", "sys_exit_connect"),
-    ("sonde_exit_close", "syscalls", "sys_exit_close"),
-    ("sonde_exit_listen", "syscalls", "sys_exit_listen"),
     ("sonde_process_exec", "sched", "sched_process_exec"),
     ("sonde_process_exit", "sched", "sched_process_exit"),
 ];
 
 /// BTF tracepoint programs (typed arguments) and their tracepoint.
 const BTF_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sonde_process_fork", "sched_process_fork"),
+    ("sonde_sock_send", "sock_send_length"),
+    ("sonde_sock_recv", "sock_recv_length"),
     ("sonde_sock_state", "inet_sock_set_state"),
+    ("sonde_process_fork", "sched_process_fork"),
 ];
 
 const MAP_EVENTS: &str = "sonde_events";
@@ -137,9 +125,9 @@ pub struct Counters {
     pub events: u64,
     /// Events dropped because the ring buffer was full.
     pub lost: u64,
-    /// Program runs for selected processes.
+    /// Socket data calls of selected processes.
     pub filtered_in: u64,
-    /// Selected process, fd not a TCP socket.
+    /// Of those, on a socket that is not a process's TCP socket (unix, UDP, kernel sockets).
     pub not_socket: u64,
     /// Failed kernel/user memory reads (events dropped or sent without payload).
     pub read_errors: u64,

@@ -50,7 +50,7 @@ pub struct ConnKey {
 /// Bytes moved by one syscall on a TCP socket of a selected process.
 #[derive(Debug, Clone)]
 pub struct DataEvent {
-    /// Boot-clock nanoseconds at syscall exit.
+    /// Boot-clock nanoseconds when the socket layer moved the bytes.
     pub ts: u64,
     pub conn: ConnKey,
     pub tid: u32,

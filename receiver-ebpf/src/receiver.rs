@@ -87,7 +87,7 @@ impl ReceiverConfig for Parsed {
             ),
             kernel_selected: t.counter(
                 "sonde_ebpf_kernel_selected_syscalls_total",
-                "Syscall exits of selected processes seen by the kernel programs.",
+                "Socket data calls (read, write, send, recv... on sockets) of selected processes seen by the kernel programs.",
                 &l,
             ),
             kernel_events: t.counter(

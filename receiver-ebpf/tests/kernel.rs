@@ -74,6 +74,19 @@ impl Capture {
         assert!(self.source.drain_now(), "drain thread alive");
         std::mem::take(&mut *self.events.lock().expect("not poisoned"))
     }
+
+    /// Everything submitted until `done` holds for what was taken (at most 3 s): a connection's
+    /// end is reported when TCP is done with it, after the FIN exchange (the peer's ACK may be
+    /// delayed) rather than at close().
+    fn take_until(&self, done: impl Fn(&[KernelEvent]) -> bool) -> Vec<KernelEvent> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut events = self.take();
+        while !done(&events) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            events.extend(self.take());
+        }
+        events
+    }
 }
 
 fn options_tracing_self(payload_size: u32) -> ProbeOptions {
@@ -354,7 +367,7 @@ fn captures_every_payload_syscall_with_roles_tuples_and_closes() {
 
     drop(client);
     drop(server);
-    let events = cap.take();
+    let events = cap.take_until(|ev| closed(ev, csock) && closed(ev, ssock));
     assert!(closed(&events, csock), "client close: {events:#?}");
     assert!(closed(&events, ssock), "server close: {events:#?}");
 
@@ -412,7 +425,7 @@ fn ipv6_and_nonblocking_connect() {
         eprintln!("no IPv6 loopback here: IPv6 part not run");
     }
 
-    // A non-blocking connect returns EINPROGRESS and is still reported as the client side.
+    // A non-blocking connect returns EINPROGRESS and is still the client side.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
         unreachable!("bound to IPv4")
@@ -441,7 +454,12 @@ fn ipv6_and_nonblocking_connect() {
         rc == 0 || errno == Some(libc::EINPROGRESS),
         "connect: {errno:?}"
     );
-    let (_server, peer) = listener.accept().expect("accept");
+    let (mut server, peer) = listener.accept().expect("accept");
+    // The connection is reported with the first data a selected process moves on it.
+    // SAFETY: valid fd and buffer.
+    libc_ok(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, "write");
+    let mut one = [0u8; 1];
+    server.read_exact(&mut one).expect("recv");
     let events = cap.take();
     let found = events.iter().any(|e| {
         matches!(e, KernelEvent::Connection { role: Role::Client, fd: efd, tuple, .. }
@@ -525,13 +543,103 @@ fn non_tcp_sockets_and_connections_opened_before_selection() {
     // not.
     drop(client);
     drop(ua);
-    let events = cap.take();
+    let events = cap.take_until(|ev| closed(ev, csock));
     assert!(closed(&events, csock), "{events:#?}");
     let closes = events
         .iter()
         .filter(|e| matches!(e, KernelEvent::Close { conn, .. } if conn.pid == std::process::id()))
         .count();
     assert_eq!(closes, 1, "{events:#?}");
+}
+
+/// A connection is reported (Connection event, with the time it was set up) only when the
+/// process is seen from its first byte; one that carried data before its process was selected
+/// starts mid-stream, its role still known from the set-up.
+#[test]
+fn a_connection_is_reported_from_its_start_only_when_nothing_moved_before() {
+    if !root_or_skip("a_connection_is_reported_from_its_start_only_when_nothing_moved_before") {
+        return;
+    }
+    let _serial = serial();
+    let cap = Capture::start(options_tracing_self(64));
+    let mut buf = [0u8; 16];
+    // Set up and used before the process is selected.
+    let (mut used, mut used_peer, used_tuple) = tcp_pair("127.0.0.1:0");
+    used.write_all(b"before").expect("send");
+    used_peer.read_exact(&mut buf[..6]).expect("recv");
+    // Set up before, used only after.
+    let (mut idle, mut idle_peer, idle_tuple) = tcp_pair("127.0.0.1:0");
+    cap.probes.select_pid(std::process::id()).expect("select");
+
+    used.write_all(b"after").expect("send");
+    used_peer.read_exact(&mut buf[..5]).expect("recv");
+    idle.write_all(b"first").expect("send");
+    idle_peer.read_exact(&mut buf[..5]).expect("recv");
+    idle_peer.write_all(b"reply").expect("send");
+    idle.read_exact(&mut buf[..5]).expect("recv");
+    let events = cap.take();
+
+    assert_eq!(connection(&events, Role::Client, used_tuple), None);
+    assert_eq!(
+        connection(&events, Role::Server, used_tuple.reversed()),
+        None
+    );
+    let used_data: Vec<&DataEvent> = events
+        .iter()
+        .filter_map(|e| match e {
+            KernelEvent::Data(d) if d.tuple == used_tuple || d.tuple == used_tuple.reversed() => {
+                Some(d)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(used_data.len(), 2, "{used_data:#?}");
+    for d in &used_data {
+        assert_eq!(d.payload, b"after");
+        let role = if d.tuple == used_tuple {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        assert_eq!(d.role, role, "role from the set-up: {d:?}");
+    }
+
+    for (role, tuple, first) in [
+        (Role::Client, idle_tuple, Direction::Send),
+        (Role::Server, idle_tuple.reversed(), Direction::Recv),
+    ] {
+        let (sock, setup_ts, fd) = events
+            .iter()
+            .find_map(|e| match e {
+                KernelEvent::Connection {
+                    role: r,
+                    tuple: t,
+                    conn,
+                    ts,
+                    fd,
+                    ..
+                } if *r == role && *t == tuple => Some((conn.sock_id, *ts, *fd)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{role:?} connection {tuple:?} in {events:#?}"));
+        let data = data_of(&events, sock);
+        assert_eq!(data.len(), 2, "{data:#?}");
+        assert_eq!(data[0].direction, first);
+        assert!(setup_ts < data[0].ts, "set up before its first data");
+        assert_eq!(fd, data[0].fd);
+        let expected_fd = if role == Role::Client {
+            idle.as_raw_fd()
+        } else {
+            idle_peer.as_raw_fd()
+        };
+        assert_eq!(fd, expected_fd);
+    }
+    // Each connection event comes before the data it announces.
+    let pos = |pred: &dyn Fn(&KernelEvent) -> bool| events.iter().position(pred);
+    let conn_at =
+        pos(&|e| matches!(e, KernelEvent::Connection { tuple, .. } if *tuple == idle_tuple));
+    let data_at = pos(&|e| matches!(e, KernelEvent::Data(d) if d.tuple == idle_tuple));
+    assert!(conn_at < data_at, "{events:#?}");
 }
 
 struct CountRecords(Arc<std::sync::atomic::AtomicU64>);
@@ -682,7 +790,13 @@ fn kernel_filter_ignores_unselected_processes() {
     assert_eq!(after.events, before.events);
 
     selected.exchange(5);
-    let events = cap.take();
+    let closes_of = |events: &[KernelEvent], pid: u32| {
+        events
+            .iter()
+            .filter(|e| matches!(e, KernelEvent::Close { conn, .. } if conn.pid == pid))
+            .count()
+    };
+    let events = cap.take_until(|ev| closes_of(ev, selected.pid()) >= 2);
     assert!(data_from(&events, other.pid()).is_empty());
     let data = data_from(&events, selected.pid());
     // 5 exchanges = 4 data events each (client send, server recv, server send, client recv).
@@ -700,11 +814,7 @@ fn kernel_filter_ignores_unselected_processes() {
         assert!(d.payload.starts_with(b"PING ") || d.payload.starts_with(b"PONG "));
         assert_eq!(d.comm, "python3", "{d:?}");
     }
-    let closes = events
-        .iter()
-        .filter(|e| matches!(e, KernelEvent::Close { conn, .. } if conn.pid == selected.pid()))
-        .count();
-    assert_eq!(closes, 2, "both ends closed");
+    assert_eq!(closes_of(&events, selected.pid()), 2, "both ends closed");
     let counters = cap.probes.counters().expect("counters");
     assert!(counters.filtered_in > after.filtered_in);
 

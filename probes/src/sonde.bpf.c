@@ -489,8 +489,9 @@ static __always_inline int on_msg(struct sock *sk, int ret, int flags, __u8 dir)
 		count(SONDE_CNT_NOT_SOCKET);
 		return 0;
 	}
-	/* Peeked bytes will be read again; reporting them twice would corrupt the stream. */
-	if (flags & MSG_PEEK)
+	/* Peeked bytes will be read again; reporting them twice would corrupt the stream. Error
+	 * queue reads (timestamps, zero-copy completions) are not stream data. */
+	if (flags & (MSG_PEEK | MSG_ERRQUEUE))
 		return 0;
 
 	__u32 zero = 0;

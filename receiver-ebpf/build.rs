@@ -1,4 +1,5 @@
-//! Compiles the kernel programs in ../probes into OUT_DIR/sonde.bpf.o (embedded by loader.rs),
+//! Compiles the kernel programs in ../probes into OUT_DIR/sonde.bpf.o and
+//! OUT_DIR/sonde_syscalls.bpf.o (both embedded by loader.rs),
 //! and extracts the event header's layout with the host compiler into
 //! OUT_DIR/sonde_event_layout.rs, so event.rs can check its Rust mirror at compile time.
 //!
@@ -86,7 +87,6 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let probes = manifest.join("..").join("probes");
     let include = probes.join("include");
-    let source = probes.join("src").join("sonde.bpf.c");
 
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={}", probes.join("src").display());
@@ -110,9 +110,14 @@ fn main() {
     let clang = env::var("SONDE_CLANG").unwrap_or_else(|_| "clang".to_owned());
     check_clang(&clang);
 
-    let object = out.join("sonde.bpf.o");
-    compile_bpf(&clang, &source, &include, &object);
-    strip_dwarf(&object);
+    // Two objects with the same maps and events: socket-layer tracepoints, and the syscall
+    // tracepoint fallback for kernels without them (the loader picks one).
+    for name in ["sonde", "sonde_syscalls"] {
+        let source = probes.join("src").join(format!("{name}.bpf.c"));
+        let object = out.join(format!("{name}.bpf.o"));
+        compile_bpf(&clang, &source, &include, &object);
+        strip_dwarf(&object);
+    }
 
     let layout = host_layout(&clang, &include, &out);
     write(&out.join("sonde_event_layout.rs"), &layout);

@@ -185,7 +185,17 @@ fn server_spans(cap: &Capture) -> Vec<opentelemetry_proto::tonic::trace::v1::Spa
 
 #[test]
 fn python_http_server_twenty_requests() {
-    if !can_load_ebpf("python_http_server_twenty_requests") {
+    python_http_server_twenty_requests_with("auto");
+}
+
+/// The same with the fallback for kernels without the socket layer's tracepoints.
+#[test]
+fn python_http_server_twenty_requests_with_syscall_hooks() {
+    python_http_server_twenty_requests_with("syscalls");
+}
+
+fn python_http_server_twenty_requests_with(hooks: &str) {
+    if !can_load_ebpf(&format!("python_http_server_twenty_requests ({hooks})")) {
         return;
     }
     let dir = temp_dir("ebpf-py");
@@ -197,7 +207,9 @@ fn python_http_server_twenty_requests() {
     let sonde = start_sonde(
         &dir,
         &ebpf_config(
-            &format!("    discovery:\n      instrument:\n        - open_ports: {port}"),
+            &format!(
+                "    kernel_hooks: {hooks}\n    discovery:\n      instrument:\n        - open_ports: {port}"
+            ),
             sink,
             metrics,
         ),

@@ -52,8 +52,12 @@ enum {
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
 #define MSG_PEEK 2
 #define MSG_ERRQUEUE 0x2000
+#define EINPROGRESS 115
+#define EINTR 4
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
@@ -65,7 +69,23 @@ struct signal_struct {
 	atomic_t live; /* threads not yet exited; 0 once the whole process is exiting */
 };
 
-struct file;
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct inode {
+	unsigned short i_mode;
+};
+
+struct file {
+	void *private_data; /* struct socket * for sockets */
+	struct inode *f_inode;
+};
 
 struct in6_addr {
 	__u8 s6_addr[16];
@@ -119,6 +139,8 @@ struct pt_regs {
 };
 
 struct task_struct {
+	void *stack;
+	struct files_struct *files;
 	struct signal_struct *signal;
 	int pid;  /* the thread id */
 	int tgid; /* the process id */

@@ -4,14 +4,14 @@
 //! without the probes, with them loaded (selecting nobody), and without them again. Best of 7
 //! passes each, so a noisy host inflates nothing but the spread. Needs root.
 //!
-//! `cargo run --release -p receiver-ebpf --example syscall_cost [calls per pass]`
+//! `cargo run --release -p receiver-ebpf --example syscall_cost [calls per pass] [auto|socket|syscalls]`
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use receiver_ebpf::loader::{ProbeOptions, Probes};
+use receiver_ebpf::loader::{KernelHooks, ProbeOptions, Probes};
 
 fn best_ns(calls: u32, mut f: impl FnMut()) -> f64 {
     (0..7)
@@ -57,6 +57,10 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let hooks: KernelHooks = std::env::args()
+        .nth(2)
+        .map(|h| h.parse().unwrap_or_else(|e: String| panic!("{e}")))
+        .unwrap_or_default();
     let null = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
@@ -71,7 +75,12 @@ fn main() {
         server,
     };
     let before = measure(calls, &mut fds);
-    let probes = Probes::load(ProbeOptions::default()).expect("load the probes (root?)");
+    let probes = Probes::load(ProbeOptions {
+        hooks,
+        ..ProbeOptions::default()
+    })
+    .expect("load the probes (root?)");
+    println!("kernel hooks: {}", probes.options().hooks.as_str());
     std::thread::sleep(Duration::from_millis(200));
     let with = measure(calls, &mut fds);
     drop(probes);
@@ -88,9 +97,8 @@ fn main() {
     }
     let base = |pick: fn((f64, f64, f64)) -> f64| pick(before).min(pick(after));
     println!(
-        "added per call: write to /dev/null {:+.0} ns, getppid {:+.0} ns (no socket data: no \
-         program runs), TCP write+read {:+.0} ns per pair (two socket-data programs returning \
-         at the selection check)",
+        "added per call: write to /dev/null {:+.0} ns, getppid {:+.0} ns, TCP write+read {:+.0} ns \
+         per pair",
         with.0 - base(|m| m.0),
         with.1 - base(|m| m.1),
         with.2 - base(|m| m.2)

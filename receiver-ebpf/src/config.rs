@@ -7,6 +7,7 @@ use serde::Deserialize;
 use pipeline_core::Validate;
 
 use crate::discovery::{DiscoveryConfig, PortSet};
+use crate::loader::KernelHooks;
 
 /// What to print for each span, as OBI's `trace_printer` (env `OTEL_EBPF_TRACE_PRINTER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -47,6 +48,9 @@ pub struct EbpfConfig {
     /// Bytes of each read/write copied from the kernel: enough for the request line and headers.
     pub payload_size: u32,
     pub ring_buffer_size_kib: u32,
+    /// `auto` (default): the socket layer's tracepoints where the kernel has them (Linux >= 6.3),
+    /// else syscall tracepoints; `socket` or `syscalls` to force one.
+    pub kernel_hooks: KernelHooks,
     /// How often the ring buffer is drained (events are submitted without wake-ups).
     #[serde(with = "pipeline_core::duration")]
     pub drain_interval: Duration,
@@ -63,6 +67,7 @@ impl Default for EbpfConfig {
             trace_printer: None,
             payload_size: 512,
             ring_buffer_size_kib: 16 * 1024,
+            kernel_hooks: KernelHooks::Auto,
             drain_interval: Duration::from_millis(5),
             metrics_interval: Duration::from_secs(5),
         }

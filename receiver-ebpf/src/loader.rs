@@ -24,21 +24,97 @@ use thiserror::Error;
 use crate::event::{abi, DecodeError, EventView, RawConfig};
 use crate::model::KernelEvent;
 
-static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde.bpf.o"));
+/// Which kernel hooks carry the capture (the same events either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelHooks {
+    /// The socket layer's tracepoints where the kernel has them (Linux >= 6.3), else syscalls.
+    #[default]
+    Auto,
+    /// BTF tracepoints `sock_send_length`/`sock_recv_length`/`inet_sock_set_state`: processes
+    /// that are not selected pay nothing on syscalls other than socket reads and writes.
+    Socket,
+    /// Syscall exit tracepoints (any kernel >= 5.15 with BTF): every syscall of every task goes
+    /// through the kernel's tracepoint path while they are attached.
+    Syscalls,
+}
 
-/// Every program of the object and its tracepoint (category, name).
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
+impl KernelHooks {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelHooks::Auto => "auto",
+            KernelHooks::Socket => "socket",
+            KernelHooks::Syscalls => "syscalls",
+        }
+    }
+}
+
+impl std::str::FromStr for KernelHooks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(KernelHooks::Auto),
+            "socket" => Ok(KernelHooks::Socket),
+            "syscalls" => Ok(KernelHooks::Syscalls),
+            other => Err(format!(
+                "unknown kernel_hooks {other:?}: expected auto, socket or syscalls"
+            )),
+        }
+    }
+}
+
+/// One compiled object and the programs to attach from it: regular tracepoints (program,
+/// category, name) and BTF tracepoints (program, tracepoint).
+struct HookSet {
+    hooks: KernelHooks,
+    object: &'static [u8],
+    tracepoints: &'static [(&'static str, &'static str, &'static str)],
+    btf_tracepoints: &'static [(&'static str, &'static str)],
+}
+
+const SCHED_TRACEPOINTS: [(&str, &str, &str); 2] = [
     ("sonde_process_exec", "sched", "sched_process_exec"),
     ("sonde_process_exit", "sched", "sched_process_exit"),
 ];
 
-/// BTF tracepoint programs (typed arguments) and their tracepoint.
-const BTF_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sonde_sock_send", "sock_send_length"),
-    ("sonde_sock_recv", "sock_recv_length"),
-    ("sonde_sock_state", "inet_sock_set_state"),
-    ("sonde_process_fork", "sched_process_fork"),
-];
+static SOCKET_HOOKS: HookSet = HookSet {
+    hooks: KernelHooks::Socket,
+    object: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde.bpf.o")),
+    tracepoints: &SCHED_TRACEPOINTS,
+    btf_tracepoints: &[
+        ("sonde_sock_send", "sock_send_length"),
+        ("sonde_sock_recv", "sock_recv_length"),
+        ("sonde_sock_state", "inet_sock_set_state"),
+        ("sonde_process_fork", "sched_process_fork"),
+    ],
+};
+
+static SYSCALL_HOOKS: HookSet = HookSet {
+    hooks: KernelHooks::Syscalls,
+    object: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde_syscalls.bpf.o")),
+    tracepoints: &[
+        ("sonde_exit_read", "syscalls", "sys_exit_read"),
+        ("sonde_exit_write", "syscalls", "sys_exit_write"),
+        ("sonde_exit_readv", "syscalls", "sys_exit_readv"),
+        ("sonde_exit_writev", "syscalls", "sys_exit_writev"),
+        ("sonde_exit_sendto", "syscalls", "sys_exit_sendto"),
+        ("sonde_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+        ("sonde_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+        ("sonde_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+        ("sonde_exit_sendfile64", "syscalls", "sys_exit_sendfile64"),
+        ("sonde_exit_accept", "syscalls", "sys_exit_accept"),
+        ("sonde_exit_accept4", "syscalls", "sys_exit_accept4"),
+        ("sonde_exit_connect", "syscalls", "sys_exit_connect"),
+        ("sonde_exit_close", "syscalls", "sys_exit_close"),
+        ("sonde_exit_listen", "syscalls", "sys_exit_listen"),
+        SCHED_TRACEPOINTS[0],
+        SCHED_TRACEPOINTS[1],
+    ],
+    btf_tracepoints: &[
+        ("sonde_process_fork", "sched_process_fork"),
+        ("sonde_sock_state", "inet_sock_set_state"),
+    ],
+};
 
 const MAP_EVENTS: &str = "sonde_events";
 const MAP_PIDS: &str = "sonde_pids";
@@ -64,6 +140,8 @@ pub struct ProbeOptions {
     pub ring_buffer_bytes: u32,
     /// Never traced, whatever the selection says.
     pub self_pid: u32,
+    /// The kernel hooks to capture with.
+    pub hooks: KernelHooks,
 }
 
 impl Default for ProbeOptions {
@@ -72,6 +150,7 @@ impl Default for ProbeOptions {
             payload_size: DEFAULT_PAYLOAD_SIZE,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             self_pid: std::process::id(),
+            hooks: KernelHooks::Auto,
         }
     }
 }
@@ -169,39 +248,32 @@ impl Probes {
         raise_memlock_limit();
         ensure_tracefs()?;
 
-        let mut ebpf = EbpfLoader::new()
-            .override_global("payload_size", &options.payload_size, true)
-            .override_global("self_tgid", &options.self_pid, true)
-            .map_max_entries(MAP_EVENTS, ring_bytes)
-            .load(PROBES_OBJECT)
-            .map_err(|e| object_error(&e))?;
-
-        for &(program, category, name) in TRACEPOINTS {
-            let prog: &mut TracePoint = program_of(&mut ebpf, program)?;
-            prog.load().map_err(|e| program_load_error(program, e))?;
-            prog.attach(category, name)
-                .map_err(|e| ProbeError::Attach {
-                    program,
-                    category,
-                    name,
-                    error: error_chain(&e),
-                })?;
-        }
-        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Program {
-            program: BTF_TRACEPOINTS[0].0,
-            error: format!("reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
-        })?;
-        for &(program, name) in BTF_TRACEPOINTS {
-            let prog: &mut BtfTracePoint = program_of(&mut ebpf, program)?;
-            prog.load(name, &btf)
-                .map_err(|e| program_load_error(program, e))?;
-            prog.attach().map_err(|e| ProbeError::Attach {
-                program,
-                category: "btf",
-                name,
-                error: error_chain(&e),
-            })?;
-        }
+        let (mut ebpf, hooks) = match options.hooks {
+            KernelHooks::Socket => (
+                load_set(&SOCKET_HOOKS, &options, ring_bytes)?,
+                KernelHooks::Socket,
+            ),
+            KernelHooks::Syscalls => (
+                load_set(&SYSCALL_HOOKS, &options, ring_bytes)?,
+                KernelHooks::Syscalls,
+            ),
+            KernelHooks::Auto => match load_set(&SOCKET_HOOKS, &options, ring_bytes) {
+                Ok(ebpf) => (ebpf, KernelHooks::Socket),
+                Err(socket) => {
+                    tracing::warn!(
+                        error = %socket,
+                        "the socket layer's tracepoints cannot be used (they need Linux >= 6.3); \
+                         capturing with syscall tracepoints, which slow every syscall of the \
+                         machine a little"
+                    );
+                    (
+                        load_set(&SYSCALL_HOOKS, &options, ring_bytes)?,
+                        KernelHooks::Syscalls,
+                    )
+                }
+            },
+        };
+        tracing::debug!(hooks = hooks.as_str(), "eBPF programs attached");
 
         let pids = PidSelection {
             bits: Array::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(map_error(MAP_PIDS))?,
@@ -234,12 +306,13 @@ impl Probes {
             events: Some(events),
             options: ProbeOptions {
                 ring_buffer_bytes: ring_bytes,
+                hooks,
                 ..options
             },
         })
     }
 
-    /// The options in effect (the ring buffer size after rounding).
+    /// The options in effect (the ring buffer size after rounding, the hooks chosen).
     pub fn options(&self) -> ProbeOptions {
         self.options
     }
@@ -769,6 +842,44 @@ where
         })
 }
 
+/// Loads one object and attaches all of its programs; dropping the result detaches them.
+fn load_set(set: &HookSet, options: &ProbeOptions, ring_bytes: u32) -> Result<Ebpf, ProbeError> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global("payload_size", &options.payload_size, true)
+        .override_global("self_tgid", &options.self_pid, true)
+        .map_max_entries(MAP_EVENTS, ring_bytes)
+        .load(set.object)
+        .map_err(|e| object_error(&e))?;
+    for &(program, category, name) in set.tracepoints {
+        let prog: &mut TracePoint = program_of(&mut ebpf, program)?;
+        prog.load().map_err(|e| program_load_error(program, e))?;
+        prog.attach(category, name)
+            .map_err(|e| ProbeError::Attach {
+                program,
+                category,
+                name,
+                error: error_chain(&e),
+            })?;
+    }
+    let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Program {
+        program: set.btf_tracepoints[0].0,
+        error: format!("reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+    })?;
+    for &(program, name) in set.btf_tracepoints {
+        let prog: &mut BtfTracePoint = program_of(&mut ebpf, program)?;
+        prog.load(name, &btf)
+            .map_err(|e| program_load_error(program, e))?;
+        prog.attach().map_err(|e| ProbeError::Attach {
+            program,
+            category: "btf",
+            name,
+            error: error_chain(&e),
+        })?;
+    }
+    tracing::trace!(hooks = set.hooks.as_str(), "hook set loaded");
+    Ok(ebpf)
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name).ok_or_else(|| ProbeError::Map {
         map: name,
@@ -913,21 +1024,34 @@ mod tests {
     }
 
     #[test]
-    fn the_embedded_object_has_every_program() {
-        let names: Vec<&str> = TRACEPOINTS
-            .iter()
-            .map(|t| t.0)
-            .chain(BTF_TRACEPOINTS.iter().map(|t| t.0))
-            .collect();
-        for name in names {
-            // The symbol names are in the ELF string table of the embedded object.
-            assert!(
-                PROBES_OBJECT
-                    .windows(name.len())
-                    .any(|w| w == name.as_bytes()),
-                "{name} missing from the object"
-            );
+    fn each_embedded_object_has_every_program_of_its_hook_set() {
+        for set in [&SOCKET_HOOKS, &SYSCALL_HOOKS] {
+            let names = set
+                .tracepoints
+                .iter()
+                .map(|t| t.0)
+                .chain(set.btf_tracepoints.iter().map(|t| t.0));
+            for name in names {
+                // The symbol names are in the ELF string table of the embedded object.
+                assert!(
+                    set.object.windows(name.len()).any(|w| w == name.as_bytes()),
+                    "{name} missing from the {} object",
+                    set.hooks.as_str()
+                );
+            }
         }
+    }
+
+    #[test]
+    fn kernel_hooks_parse() {
+        for h in [
+            KernelHooks::Auto,
+            KernelHooks::Socket,
+            KernelHooks::Syscalls,
+        ] {
+            assert_eq!(h.as_str().parse::<KernelHooks>(), Ok(h));
+        }
+        assert!("kprobes".parse::<KernelHooks>().is_err());
     }
 
     #[test]

@@ -223,8 +223,14 @@ impl Lifecycle for EbpfReceiver {
             payload_size: self.cfg.payload_size,
             ring_buffer_bytes: self.cfg.ring_buffer_size_kib.saturating_mul(1024),
             self_pid: std::process::id(),
+            hooks: self.cfg.kernel_hooks,
         })
         .map_err(|e| ComponentError::new(format!("receiver {}: {e}", self.id)))?;
+        tracing::info!(
+            receiver = %self.id,
+            kernel_hooks = probes.options().hooks.as_str(),
+            "eBPF programs attached"
+        );
 
         let mut forwarders = Vec::new();
         let mut channel = |signal: Signal, consumer: &Option<Arc<dyn Consumer>>| {

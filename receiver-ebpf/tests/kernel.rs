@@ -15,8 +15,43 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use receiver_ebpf::event::{abi, DecodeError, EventView};
-use receiver_ebpf::loader::{EventSource, ProbeOptions, Probes, RawEventHandler};
+use receiver_ebpf::loader::{EventSource, KernelHooks, ProbeOptions, Probes, RawEventHandler};
 use receiver_ebpf::model::{DataEvent, Direction, KernelEvent, Role, Tuple};
+
+/// Runs a test once with each set of kernel hooks (both are loaded and attached for real).
+macro_rules! with_each_hook_set {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::KernelHooks;
+
+                #[test]
+                fn socket() {
+                    super::$name(KernelHooks::Socket)
+                }
+
+                #[test]
+                fn syscalls() {
+                    super::$name(KernelHooks::Syscalls)
+                }
+            }
+        )*
+    };
+}
+
+with_each_hook_set!(
+    captures_every_payload_syscall_with_roles_tuples_and_closes,
+    ipv6_and_nonblocking_connect,
+    non_tcp_sockets_and_connections_opened_before_selection,
+    a_full_ring_buffer_counts_every_lost_event,
+    kernel_filter_ignores_unselected_processes,
+    cgroup_selection_captures_the_processes_inside,
+    discovery_hints_for_unselected_processes,
+    sonde_never_traces_itself,
+    measure_per_syscall_overhead,
+    a_selected_process_forked_child_is_traced_from_its_first_syscall,
+    a_connection_reset_by_its_peer_is_reported_closed_without_a_close_call,
+);
 
 /// Tests share one process (one tgid), so two of them selecting it at once would see each
 /// other's traffic: run them one at a time.
@@ -55,6 +90,9 @@ struct Capture {
 impl Capture {
     fn start(options: ProbeOptions) -> Capture {
         let mut probes = Probes::load(options).unwrap_or_else(|e| panic!("load: {e}"));
+        if options.hooks != KernelHooks::Auto {
+            assert_eq!(probes.options().hooks, options.hooks, "the hooks asked for");
+        }
         let events: Collected = Arc::default();
         let sink = Arc::clone(&events);
         let source = probes
@@ -89,9 +127,10 @@ impl Capture {
     }
 }
 
-fn options_tracing_self(payload_size: u32) -> ProbeOptions {
+fn options_tracing_self(hooks: KernelHooks, payload_size: u32) -> ProbeOptions {
     ProbeOptions {
         payload_size,
+        hooks,
         // The test selects its own process, so it must not be excluded as "Sonde itself".
         self_pid: 0,
         ..ProbeOptions::default()
@@ -170,13 +209,14 @@ fn tcp_pair(listen_addr: &str) -> (TcpStream, TcpStream, Tuple) {
     (client, server, tuple)
 }
 
-#[test]
-fn captures_every_payload_syscall_with_roles_tuples_and_closes() {
-    if !root_or_skip("captures_every_payload_syscall_with_roles_tuples_and_closes") {
+fn captures_every_payload_syscall_with_roles_tuples_and_closes(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "captures_every_payload_syscall_with_roles_tuples_and_closes ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
-    let cap = Capture::start(options_tracing_self(64));
+    let cap = Capture::start(options_tracing_self(hooks, 64));
     cap.probes.select_pid(std::process::id()).expect("select");
 
     let (mut client, mut server, ctuple) = tcp_pair("127.0.0.1:0");
@@ -381,13 +421,12 @@ fn captures_every_payload_syscall_with_roles_tuples_and_closes() {
     assert_eq!(cap.source.stats().bad_records, 0);
 }
 
-#[test]
-fn ipv6_and_nonblocking_connect() {
-    if !root_or_skip("ipv6_and_nonblocking_connect") {
+fn ipv6_and_nonblocking_connect(hooks: KernelHooks) {
+    if !root_or_skip(&format!("ipv6_and_nonblocking_connect ({hooks:?})")) {
         return;
     }
     let _serial = serial();
-    let cap = Capture::start(options_tracing_self(256));
+    let cap = Capture::start(options_tracing_self(hooks, 256));
     cap.probes.select_pid(std::process::id()).expect("select");
 
     // IPv6 loopback.
@@ -470,15 +509,16 @@ fn ipv6_and_nonblocking_connect() {
     unsafe { libc::close(fd) };
 }
 
-#[test]
-fn non_tcp_sockets_and_connections_opened_before_selection() {
-    if !root_or_skip("non_tcp_sockets_and_connections_opened_before_selection") {
+fn non_tcp_sockets_and_connections_opened_before_selection(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "non_tcp_sockets_and_connections_opened_before_selection ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
     // Opened before the programs exist: no accept/connect is ever seen for it.
     let (mut client, mut server, ctuple) = tcp_pair("127.0.0.1:0");
-    let cap = Capture::start(options_tracing_self(0));
+    let cap = Capture::start(options_tracing_self(hooks, 0));
     cap.probes.select_pid(std::process::id()).expect("select");
 
     client.write_all(b"old connection").expect("send");
@@ -552,6 +592,27 @@ fn non_tcp_sockets_and_connections_opened_before_selection() {
     assert_eq!(closes, 1, "{events:#?}");
 }
 
+/// This kernel (Linux >= 6.3) has the socket layer's tracepoints: `auto` picks them.
+#[test]
+fn auto_picks_the_socket_hooks_where_the_kernel_has_them() {
+    if !root_or_skip("auto_picks_the_socket_hooks_where_the_kernel_has_them") {
+        return;
+    }
+    let _serial = serial();
+    let has_them = std::fs::read_to_string("/sys/kernel/tracing/events/sock/sock_send_length/id")
+        .or_else(|_| {
+            std::fs::read_to_string("/sys/kernel/debug/tracing/events/sock/sock_send_length/id")
+        })
+        .is_ok();
+    let probes = Probes::load(ProbeOptions::default()).expect("load");
+    let expected = if has_them {
+        KernelHooks::Socket
+    } else {
+        KernelHooks::Syscalls
+    };
+    assert_eq!(probes.options().hooks, expected);
+}
+
 /// A connection is reported (Connection event, with the time it was set up) only when the
 /// process is seen from its first byte; one that carried data before its process was selected
 /// starts mid-stream, its role still known from the set-up.
@@ -560,8 +621,10 @@ fn a_connection_is_reported_from_its_start_only_when_nothing_moved_before() {
     if !root_or_skip("a_connection_is_reported_from_its_start_only_when_nothing_moved_before") {
         return;
     }
+    // Socket hooks only: the syscall hooks report every accept/connect as it happens.
+    let hooks = KernelHooks::Socket;
     let _serial = serial();
-    let cap = Capture::start(options_tracing_self(64));
+    let cap = Capture::start(options_tracing_self(hooks, 64));
     let mut buf = [0u8; 16];
     // Set up and used before the process is selected.
     let (mut used, mut used_peer, used_tuple) = tcp_pair("127.0.0.1:0");
@@ -654,15 +717,16 @@ impl RawEventHandler for CountRecords {
     }
 }
 
-#[test]
-fn a_full_ring_buffer_counts_every_lost_event() {
-    if !root_or_skip("a_full_ring_buffer_counts_every_lost_event") {
+fn a_full_ring_buffer_counts_every_lost_event(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "a_full_ring_buffer_counts_every_lost_event ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
     let mut probes = Probes::load(ProbeOptions {
         ring_buffer_bytes: 4096,
-        ..options_tracing_self(512)
+        ..options_tracing_self(hooks, 512)
     })
     .expect("load");
     probes.select_pid(std::process::id()).expect("select");
@@ -768,13 +832,17 @@ fn data_from(events: &[KernelEvent], pid: u32) -> Vec<DataEvent> {
         .collect()
 }
 
-#[test]
-fn kernel_filter_ignores_unselected_processes() {
-    if !root_or_skip("kernel_filter_ignores_unselected_processes") {
+fn kernel_filter_ignores_unselected_processes(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "kernel_filter_ignores_unselected_processes ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
-    let cap = Capture::start(ProbeOptions::default());
+    let cap = Capture::start(ProbeOptions {
+        hooks,
+        ..ProbeOptions::default()
+    });
     let mut selected = Peer::spawn();
     let mut other = Peer::spawn();
     cap.probes.select_pid(selected.pid()).expect("select");
@@ -876,14 +944,18 @@ impl Drop for TestCgroup {
     }
 }
 
-#[test]
-fn cgroup_selection_captures_the_processes_inside() {
-    if !root_or_skip("cgroup_selection_captures_the_processes_inside") {
+fn cgroup_selection_captures_the_processes_inside(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "cgroup_selection_captures_the_processes_inside ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
     let cgroup = TestCgroup::create();
-    let cap = Capture::start(ProbeOptions::default());
+    let cap = Capture::start(ProbeOptions {
+        hooks,
+        ..ProbeOptions::default()
+    });
     let mut inside = Peer::spawn();
     let mut outside = Peer::spawn();
     cgroup.add(inside.pid());
@@ -920,13 +992,17 @@ fn cgroup_selection_captures_the_processes_inside() {
     drop(outside);
 }
 
-#[test]
-fn discovery_hints_for_unselected_processes() {
-    if !root_or_skip("discovery_hints_for_unselected_processes") {
+fn discovery_hints_for_unselected_processes(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "discovery_hints_for_unselected_processes ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
-    let cap = Capture::start(ProbeOptions::default());
+    let cap = Capture::start(ProbeOptions {
+        hooks,
+        ..ProbeOptions::default()
+    });
     let mut peer = Peer::spawn();
     let pid = peer.pid();
     peer.exchange(1);
@@ -956,15 +1032,17 @@ fn discovery_hints_for_unselected_processes() {
     assert_eq!(cap.probes.counters().expect("counters").filtered_in, 0);
 }
 
-#[test]
-fn sonde_never_traces_itself() {
-    if !root_or_skip("sonde_never_traces_itself") {
+fn sonde_never_traces_itself(hooks: KernelHooks) {
+    if !root_or_skip(&format!("sonde_never_traces_itself ({hooks:?})")) {
         return;
     }
     let _serial = serial();
     // Default options: self_pid is this process. Even forced into the map (here through the
     // cgroup, which select_pid cannot refuse), the kernel-side guard drops it.
-    let cap = Capture::start(ProbeOptions::default());
+    let cap = Capture::start(ProbeOptions {
+        hooks,
+        ..ProbeOptions::default()
+    });
     cap.probes
         .select_pid(std::process::id())
         .expect("ignored, not an error");
@@ -1013,9 +1091,8 @@ fn per_call_ns(iterations: u32, mut f: impl FnMut()) -> f64 {
 
 /// Not an assertion: prints what a write() costs without the programs, with them attached for
 /// an unselected process, and for a selected one (run with --nocapture to see it).
-#[test]
-fn measure_per_syscall_overhead() {
-    if !root_or_skip("measure_per_syscall_overhead") {
+fn measure_per_syscall_overhead(hooks: KernelHooks) {
+    if !root_or_skip(&format!("measure_per_syscall_overhead ({hooks:?})")) {
         return;
     }
     let _serial = serial();
@@ -1053,7 +1130,7 @@ fn measure_per_syscall_overhead() {
 
     let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let c2 = Arc::clone(&counted);
-    let mut probes = Probes::load(options_tracing_self(256)).expect("load");
+    let mut probes = Probes::load(options_tracing_self(hooks, 256)).expect("load");
     let source = probes
         .spawn_event_source(Duration::from_millis(5), move |_ev| {
             c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1121,13 +1198,17 @@ os.waitpid(pid, 0)
 print("done", flush=True)
 "#;
 
-#[test]
-fn a_selected_process_forked_child_is_traced_from_its_first_syscall() {
-    if !root_or_skip("a_selected_process_forked_child_is_traced_from_its_first_syscall") {
+fn a_selected_process_forked_child_is_traced_from_its_first_syscall(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "a_selected_process_forked_child_is_traced_from_its_first_syscall ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
-    let cap = Capture::start(ProbeOptions::default());
+    let cap = Capture::start(ProbeOptions {
+        hooks,
+        ..ProbeOptions::default()
+    });
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || {
@@ -1187,13 +1268,14 @@ fn a_selected_process_forked_child_is_traced_from_its_first_syscall() {
         .any(|e| matches!(e, KernelEvent::ProcessFork { parent: p, .. } if *p != parent)));
 }
 
-#[test]
-fn a_connection_reset_by_its_peer_is_reported_closed_without_a_close_call() {
-    if !root_or_skip("a_connection_reset_by_its_peer_is_reported_closed_without_a_close_call") {
+fn a_connection_reset_by_its_peer_is_reported_closed_without_a_close_call(hooks: KernelHooks) {
+    if !root_or_skip(&format!(
+        "a_connection_reset_by_its_peer_is_reported_closed_without_a_close_call ({hooks:?})"
+    )) {
         return;
     }
     let _serial = serial();
-    let cap = Capture::start(options_tracing_self(64));
+    let cap = Capture::start(options_tracing_self(hooks, 64));
     cap.probes.select_pid(std::process::id()).expect("select");
     let (mut client, mut server, ctuple) = tcp_pair("127.0.0.1:0");
     client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");

@@ -91,22 +91,26 @@ struct sonde_event {
 	__u8 payload[SONDE_MAX_PAYLOAD];
 };
 
-/* What each kind fills besides kind/pid/tid/comm/cgroup_id/ts_boot_ns:
+/* What each kind fills besides kind/pid/tid/comm/cgroup_id/ts_boot_ns, with the socket-layer
+ * hooks (sonde.bpf.c); the syscall fallback (sonde_syscalls.bpf.c) differs where noted [sys]:
  * - DATA: sock_id, ret (bytes moved, > 0), direction, role, syscall (SONDE_SYS_NONE when the
  *   bytes moved outside the syscalls listed, e.g. io_uring or sendmmsg: then no payload), fd
  *   (-1 when the syscall did not say), tuple, payload_len and that many payload bytes right
  *   after the header. The record is exactly sizeof(header) + payload_len bytes long (sendfile:
  *   payload_len 0). comm, cgroup_id and fd are the process's when it first moved data on the
  *   connection (cached per connection, not read on every call). One event per call of the
- *   socket layer: a sendfile may make several.
+ *   socket layer: a sendfile may make several. [sys: one per syscall, fd always set.]
  * - ACCEPT / CONNECT: the connection (sock_id, fd, role, tuple) right before its first DATA
  *   event, sent only when the process is seen from the connection's first byte; ts_boot_ns is
  *   when the connection was set up (the handshake), before that first event. A connection set
  *   up before the programs were loaded, or that carried data before its process was selected,
- *   has none: its DATA events start mid-stream.
+ *   has none: its DATA events start mid-stream. [sys: at every accept/connect return, ts then,
+ *   ret the accept's fd or connect's 0/-EINPROGRESS.]
  * - CLOSE: sock_id, fd and role of a connection a selected process moved data on, when TCP is
  *   done with it (TCP_CLOSE: after close() and the FIN exchange, a reset, an abort, or its
- *   process dying); tid is 0 and comm/cgroup_id are empty (often softirq context).
+ *   process dying); tid is 0 and comm/cgroup_id are empty (often softirq context). [sys: at
+ *   the close() that released the fd, with the closing task's ids, or at TCP_CLOSE when no
+ *   close() came first.]
  * - LISTEN: sock_id, the local address/port in tuple.saddr/sport, and fd when listen(2) said.
  * - PROC_EXEC / PROC_EXIT: nothing else (pid is the process; exit is sent once the last
  *   thread of the process exits).
@@ -143,8 +147,9 @@ _Static_assert(sizeof(struct sonde_config) == 8, "sonde_config layout");
 enum sonde_counter {
 	SONDE_CNT_EVENTS = 0,       /* events submitted to the ring buffer */
 	SONDE_CNT_LOST = 1,         /* events dropped because the ring buffer was full */
-	SONDE_CNT_FILTERED_IN = 2,  /* socket data calls of selected processes */
-	SONDE_CNT_NOT_SOCKET = 3,   /* of those, on a socket that is not a process's TCP socket */
+	SONDE_CNT_FILTERED_IN = 2,  /* program runs for selected processes (socket hooks: socket data
+	                             * calls; syscall hooks: syscall exits) */
+	SONDE_CNT_NOT_SOCKET = 3,   /* of those, not on a process's TCP socket */
 	SONDE_CNT_READ_ERRORS = 4,  /* a kernel/user memory read failed */
 	SONDE_CNT_MAX = 5,
 };

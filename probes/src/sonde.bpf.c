@@ -54,7 +54,6 @@ struct {
 	__type(value, struct sonde_conn);
 } sonde_conns SEC(".maps");
 
-
 /* AF_INET or AF_INET6 for a TCP socket, 0 otherwise. sk is a typed tracepoint argument: plain
  * loads, no helper call. */
 static __always_inline __u16 tcp_family(struct sock *sk)
@@ -121,10 +120,6 @@ static __always_inline void current_call(struct task_struct *task, struct sonde_
 	c->len = regs->dx;
 }
 
-/* Data events are assembled in this per-CPU scratch and copied to the ring buffer with their
- * real length (bpf_ringbuf_reserve needs a constant size; records of header + used payload
- * keep the ring compact). Twice the payload bound so that an iovec copy at offset < MAX of
- * length <= MAX is provably in bounds. */
 /* True when no byte had moved on the connection before this call, in either direction: the
  * process is seen from the connection's first message, so userspace can trust the pairing
  * from the start. The counters are the socket's own (see struct tcp_sock). */
@@ -147,11 +142,10 @@ static __always_inline bool nothing_moved_before(struct sock *sk, long ret, __u8
  * any process's syscall), reads tuple, comm and cgroup once, and caches them. When the
  * connection was set up while the programs were loaded and nothing moved on it before, a
  * Connection event (ACCEPT/CONNECT) with the setup time goes first, so userspace knows it sees
- * the connection from its start. Returns false if the socket is not to be traced. */
+ * the connection from its start. Fills nc; returns false if the socket is not to be traced. */
 static __always_inline bool first_sight(struct sock *sk, __u16 family, __u32 tgid,
 					__u64 pid_tgid, struct sonde_call *call, long ret,
-					__u8 dir, struct sonde_conn *known,
-					struct sonde_event_header *h)
+					__u8 dir, struct sonde_conn *known, struct sonde_conn *nc)
 {
 	struct socket *so = sk->sk_socket;
 	if (!so || !so->file) {
@@ -159,45 +153,42 @@ static __always_inline bool first_sight(struct sock *sk, __u16 family, __u32 tgi
 		return false;
 	}
 	__u64 id = (__u64)sk;
-	struct sonde_conn nc = {.tgid = tgid, .fd = call->fd, .role = SONDE_ROLE_UNKNOWN};
+	__builtin_memset(nc, 0, sizeof(*nc));
+	nc->tgid = tgid;
+	nc->fd = call->fd;
+	nc->role = SONDE_ROLE_UNKNOWN;
 	bool fresh = false;
 	if (known) {
-		nc.start_ts = known->start_ts;
-		nc.role = known->role;
-		fresh = !known->tgid && nc.start_ts && nc.role != SONDE_ROLE_UNKNOWN &&
+		nc->start_ts = known->start_ts;
+		nc->role = known->role;
+		fresh = !known->tgid && nc->start_ts && nc->role != SONDE_ROLE_UNKNOWN &&
 			nothing_moved_before(sk, ret, dir);
 	}
-	nc.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(nc.comm, sizeof(nc.comm));
-	read_tuple(sk, family, &nc.tuple);
-	bpf_map_update_elem(&sonde_conns, &id, &nc, BPF_ANY);
+	nc->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(nc->comm, sizeof(nc->comm));
+	read_tuple(sk, family, &nc->tuple);
+	bpf_map_update_elem(&sonde_conns, &id, nc, BPF_ANY);
 
 	if (fresh) {
 		struct sonde_event_header *c = bpf_ringbuf_reserve(&sonde_events, sizeof(*c), 0);
 		if (c) {
-			init_header_base(c, nc.role == SONDE_ROLE_SERVER ? SONDE_EV_ACCEPT
+			init_header_base(c, nc->role == SONDE_ROLE_SERVER ? SONDE_EV_ACCEPT
 									: SONDE_EV_CONNECT,
 					 pid_tgid);
-			c->ts_boot_ns = nc.start_ts;
-			c->cgroup_id = nc.cgroup_id;
-			__builtin_memcpy(c->comm, nc.comm, sizeof(c->comm));
+			c->ts_boot_ns = nc->start_ts;
+			c->cgroup_id = nc->cgroup_id;
+			__builtin_memcpy(c->comm, nc->comm, sizeof(c->comm));
 			c->sock_id = id;
-			c->fd = nc.fd;
-			c->role = nc.role;
-			c->syscall = nc.role == SONDE_ROLE_SERVER ? SONDE_SYS_ACCEPT : SONDE_SYS_CONNECT;
-			__builtin_memcpy(&c->tuple, &nc.tuple, sizeof(c->tuple));
+			c->fd = nc->fd;
+			c->role = nc->role;
+			c->syscall = nc->role == SONDE_ROLE_SERVER ? SONDE_SYS_ACCEPT : SONDE_SYS_CONNECT;
+			__builtin_memcpy(&c->tuple, &nc->tuple, sizeof(c->tuple));
 			bpf_ringbuf_submit(c, BPF_RB_NO_WAKEUP);
 			count(SONDE_CNT_EVENTS);
 		} else {
 			count(SONDE_CNT_LOST);
 		}
 	}
-	h->sock_id = id;
-	h->role = nc.role;
-	h->fd = nc.fd;
-	h->cgroup_id = nc.cgroup_id;
-	__builtin_memcpy(h->comm, nc.comm, sizeof(h->comm));
-	__builtin_memcpy(&h->tuple, &nc.tuple, sizeof(h->tuple));
 	return true;
 }
 
@@ -209,11 +200,10 @@ static __always_inline int on_msg(struct sock *sk, int ret, int flags, __u8 dir)
 {
 	if (ret <= 0)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if (!selected(tgid))
+	__u64 pid_tgid;
+	if (!selected_now(&pid_tgid))
 		return 0;
-	count(SONDE_CNT_FILTERED_IN);
+	__u32 tgid = pid_tgid >> 32;
 	__u16 family = tcp_family(sk);
 	if (!family) {
 		count(SONDE_CNT_NOT_SOCKET);
@@ -234,33 +224,22 @@ static __always_inline int on_msg(struct sock *sk, int ret, int flags, __u8 dir)
 
 	__u64 id = (__u64)sk;
 	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &id);
-	if (c && c->tgid == tgid) {
-		e->h.sock_id = id;
-		e->h.role = c->role;
-		e->h.fd = c->fd;
-		e->h.cgroup_id = c->cgroup_id;
-		__builtin_memcpy(e->h.comm, c->comm, sizeof(e->h.comm));
-		__builtin_memcpy(&e->h.tuple, &c->tuple, sizeof(e->h.tuple));
-	} else if (!first_sight(sk, family, tgid, pid_tgid, &call, ret, dir, c, &e->h)) {
-		return 0;
+	struct sonde_conn seen;
+	if (!c || c->tgid != tgid) {
+		if (!first_sight(sk, family, tgid, pid_tgid, &call, ret, dir, c, &seen))
+			return 0;
+		c = &seen;
 	}
+	e->h.sock_id = id;
+	e->h.role = c->role;
+	e->h.fd = c->fd;
+	e->h.cgroup_id = c->cgroup_id;
+	__builtin_memcpy(e->h.comm, c->comm, sizeof(e->h.comm));
+	__builtin_memcpy(&e->h.tuple, &c->tuple, sizeof(e->h.tuple));
 	e->h.ret = ret;
 	e->h.direction = dir;
 	e->h.syscall = call.sys;
-	if (copy_payload(e, &call, ret)) {
-		/* The byte count is still worth reporting: a gap in the stream beats silence. */
-		count(SONDE_CNT_READ_ERRORS);
-		e->h.payload_len = 0;
-	}
-
-	__u64 len = e->h.payload_len;
-	barrier_var(len);
-	if (len > SONDE_MAX_PAYLOAD)
-		len = SONDE_MAX_PAYLOAD;
-	if (bpf_ringbuf_output(&sonde_events, e, sizeof(e->h) + len, BPF_RB_NO_WAKEUP))
-		count(SONDE_CNT_LOST);
-	else
-		count(SONDE_CNT_EVENTS);
+	submit_data(e, &call, ret);
 	return 0;
 }
 

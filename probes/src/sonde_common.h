@@ -108,6 +108,16 @@ static __always_inline bool selected(__u32 tgid)
 	return !pid_bit(&sonde_deny, tgid);
 }
 
+/* The selection check every capture program starts with; counts the runs that pass it. */
+static __always_inline bool selected_now(__u64 *pid_tgid)
+{
+	*pid_tgid = bpf_get_current_pid_tgid();
+	if (!selected(*pid_tgid >> 32))
+		return false;
+	count(SONDE_CNT_FILTERED_IN);
+	return true;
+}
+
 
 static __always_inline void ipv4_mapped(__u8 *dst, __be32 addr)
 {
@@ -275,6 +285,24 @@ static __always_inline int copy_payload(struct sonde_scratch *e, struct sonde_ca
 		return copy_iov(e, msg.msg_iov, msg.msg_iovlen, want);
 	}
 	return 0;
+}
+
+/* Copies the payload prefix of the call into e (a failed read still reports the byte count:
+ * a gap in the stream beats silence) and sends the data event with its real length. */
+static __always_inline void submit_data(struct sonde_scratch *e, struct sonde_call *call, long ret)
+{
+	if (copy_payload(e, call, ret)) {
+		count(SONDE_CNT_READ_ERRORS);
+		e->h.payload_len = 0;
+	}
+	__u64 len = e->h.payload_len;
+	barrier_var(len);
+	if (len > SONDE_MAX_PAYLOAD)
+		len = SONDE_MAX_PAYLOAD;
+	if (bpf_ringbuf_output(&sonde_events, e, sizeof(e->h) + len, BPF_RB_NO_WAKEUP))
+		count(SONDE_CNT_LOST);
+	else
+		count(SONDE_CNT_EVENTS);
 }
 
 /* Process life-cycle. The exec and exit hints are not filtered by selection (their point is

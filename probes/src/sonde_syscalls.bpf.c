@@ -198,11 +198,10 @@ static __always_inline bool conn_info(__u32 tgid, int fd, struct file *f,
 static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys, __u8 dir,
 				       enum sonde_buf_kind buf)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if (!selected(tgid))
+	__u64 pid_tgid;
+	if (!selected_now(&pid_tgid))
 		return 0;
-	count(SONDE_CNT_FILTERED_IN);
+	__u32 tgid = pid_tgid >> 32;
 
 	long ret = ctx->ret;
 	if (ret <= 0)
@@ -240,20 +239,7 @@ static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys,
 	e->h.syscall = sys;
 
 	struct sonde_call call = {.buf = regs.a2, .len = regs.a3, .fd = fd, .sys = sys, .kind = buf};
-	if (copy_payload(e, &call, ret)) {
-		/* The byte count is still worth reporting: a gap in the stream beats silence. */
-		count(SONDE_CNT_READ_ERRORS);
-		e->h.payload_len = 0;
-	}
-
-	__u64 len = e->h.payload_len;
-	barrier_var(len);
-	if (len > SONDE_MAX_PAYLOAD)
-		len = SONDE_MAX_PAYLOAD;
-	if (bpf_ringbuf_output(&sonde_events, e, sizeof(e->h) + len, BPF_RB_NO_WAKEUP))
-		count(SONDE_CNT_LOST);
-	else
-		count(SONDE_CNT_EVENTS);
+	submit_data(e, &call, ret);
 	return 0;
 }
 
@@ -277,11 +263,10 @@ DATA_PROG(sendfile64, SONDE_SYS_SENDFILE, SONDE_DIR_SEND, SONDE_BUF_NONE)
 /* accept/accept4 (fd = ret) and connect (fd = arg 1): remember the role, report the tuple. */
 static __always_inline int handle_conn(struct sonde_sys_exit_ctx *ctx, __u8 sys)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if (!selected(tgid))
+	__u64 pid_tgid;
+	if (!selected_now(&pid_tgid))
 		return 0;
-	count(SONDE_CNT_FILTERED_IN);
+	__u32 tgid = pid_tgid >> 32;
 
 	long ret = ctx->ret;
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -363,11 +348,10 @@ int sonde_exit_connect(struct sonde_sys_exit_ctx *ctx)
 SEC("tracepoint/syscalls/sys_exit_close")
 int sonde_exit_close(struct sonde_sys_exit_ctx *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if (!selected(tgid))
+	__u64 pid_tgid;
+	if (!selected_now(&pid_tgid))
 		return 0;
-	count(SONDE_CNT_FILTERED_IN);
+	__u32 tgid = pid_tgid >> 32;
 	if (ctx->ret != 0 && ctx->ret != -EINTR)
 		return 0;
 

@@ -249,31 +249,20 @@ impl Probes {
         ensure_tracefs()?;
 
         let (mut ebpf, hooks) = match options.hooks {
-            KernelHooks::Socket => (
-                load_set(&SOCKET_HOOKS, &options, ring_bytes)?,
-                KernelHooks::Socket,
-            ),
-            KernelHooks::Syscalls => (
-                load_set(&SYSCALL_HOOKS, &options, ring_bytes)?,
-                KernelHooks::Syscalls,
-            ),
-            KernelHooks::Auto => match load_set(&SOCKET_HOOKS, &options, ring_bytes) {
-                Ok(ebpf) => (ebpf, KernelHooks::Socket),
-                Err(socket) => {
+            KernelHooks::Socket => load_set(&SOCKET_HOOKS, &options, ring_bytes)?,
+            KernelHooks::Syscalls => load_set(&SYSCALL_HOOKS, &options, ring_bytes)?,
+            KernelHooks::Auto => {
+                load_set(&SOCKET_HOOKS, &options, ring_bytes).or_else(|socket| {
                     tracing::warn!(
                         error = %socket,
                         "the socket layer's tracepoints cannot be used (they need Linux >= 6.3); \
                          capturing with syscall tracepoints, which slow every syscall of the \
                          machine a little"
                     );
-                    (
-                        load_set(&SYSCALL_HOOKS, &options, ring_bytes)?,
-                        KernelHooks::Syscalls,
-                    )
-                }
-            },
+                    load_set(&SYSCALL_HOOKS, &options, ring_bytes)
+                })?
+            }
         };
-        tracing::debug!(hooks = hooks.as_str(), "eBPF programs attached");
 
         let pids = PidSelection {
             bits: Array::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(map_error(MAP_PIDS))?,
@@ -843,7 +832,11 @@ where
 }
 
 /// Loads one object and attaches all of its programs; dropping the result detaches them.
-fn load_set(set: &HookSet, options: &ProbeOptions, ring_bytes: u32) -> Result<Ebpf, ProbeError> {
+fn load_set(
+    set: &HookSet,
+    options: &ProbeOptions,
+    ring_bytes: u32,
+) -> Result<(Ebpf, KernelHooks), ProbeError> {
     let mut ebpf = EbpfLoader::new()
         .override_global("payload_size", &options.payload_size, true)
         .override_global("self_tgid", &options.self_pid, true)
@@ -876,8 +869,7 @@ fn load_set(set: &HookSet, options: &ProbeOptions, ring_bytes: u32) -> Result<Eb
             error: error_chain(&e),
         })?;
     }
-    tracing::trace!(hooks = set.hooks.as_str(), "hook set loaded");
-    Ok(ebpf)
+    Ok((ebpf, set.hooks))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -214,11 +214,9 @@ static __always_inline int on_msg(struct sock *sk, int ret, int flags, __u8 dir)
 	if (flags & (MSG_PEEK | MSG_ERRQUEUE))
 		return 0;
 
-	__u32 zero = 0;
-	struct sonde_scratch *e = bpf_map_lookup_elem(&sonde_scratch, &zero);
+	struct sonde_scratch *e = data_scratch(pid_tgid);
 	if (!e)
 		return 0;
-	init_header_base(&e->h, SONDE_EV_DATA, pid_tgid);
 	struct sonde_call call;
 	current_call(bpf_get_current_task_btf(), &call);
 

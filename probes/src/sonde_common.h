@@ -287,6 +287,16 @@ static __always_inline int copy_payload(struct sonde_scratch *e, struct sonde_ca
 	return 0;
 }
 
+/* This CPU's scratch, its header started as a data event of the current task. */
+static __always_inline struct sonde_scratch *data_scratch(__u64 pid_tgid)
+{
+	__u32 zero = 0;
+	struct sonde_scratch *e = bpf_map_lookup_elem(&sonde_scratch, &zero);
+	if (e)
+		init_header_base(&e->h, SONDE_EV_DATA, pid_tgid);
+	return e;
+}
+
 /* Copies the payload prefix of the call into e (a failed read still reports the byte count:
  * a gap in the stream beats silence) and sends the data event with its real length. */
 static __always_inline void submit_data(struct sonde_scratch *e, struct sonde_call *call, long ret)

@@ -224,11 +224,9 @@ static __always_inline int handle_data(struct sonde_sys_exit_ctx *ctx, __u8 sys,
 		return 0;
 	}
 
-	__u32 zero = 0;
-	struct sonde_scratch *e = bpf_map_lookup_elem(&sonde_scratch, &zero);
+	struct sonde_scratch *e = data_scratch(pid_tgid);
 	if (!e)
 		return 0;
-	init_header_base(&e->h, SONDE_EV_DATA, pid_tgid);
 	if (!conn_info(tgid, fd, f, &e->h)) {
 		count(SONDE_CNT_NOT_SOCKET);
 		return 0;

@@ -23,9 +23,11 @@ use crate::spans::{SpanRecord, Tracer};
 pub enum Seen {
     /// Bytes on a connection of process `pid`.
     Data { pid: u32 },
-    /// A discovery hint about `pid`: it exec'd, exited, listened, or was forked by a selected
-    /// process (and is selected in the kernel already: discovery describes or unselects it).
+    /// A discovery hint about `pid`: it exec'd, exited, or was forked by a selected process
+    /// (and is selected in the kernel already: discovery describes or unselects it).
     Hint { pid: u32 },
+    /// `pid` started listening on a TCP socket.
+    Listen { pid: u32 },
     /// A connection opened or closed.
     Other,
 }
@@ -83,9 +85,10 @@ impl HotPath {
                 self.http.on_event(&ev, &mut |o| tracer.push(o));
                 Ok(Seen::Hint { pid })
             }
-            KernelEvent::ProcessExec { pid }
-            | KernelEvent::Listen { pid }
-            | KernelEvent::ProcessFork { pid, .. } => Ok(Seen::Hint { pid }),
+            KernelEvent::Listen { pid } => Ok(Seen::Listen { pid }),
+            KernelEvent::ProcessExec { pid } | KernelEvent::ProcessFork { pid, .. } => {
+                Ok(Seen::Hint { pid })
+            }
             _ => {
                 self.http.on_event(&ev, &mut |o| tracer.push(o));
                 Ok(Seen::Other)

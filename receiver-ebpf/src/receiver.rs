@@ -244,7 +244,7 @@ impl Lifecycle for EbpfReceiver {
         let traces_tx = channel(Signal::Traces, &self.traces);
         let metrics_tx = channel(Signal::Metrics, &self.metrics);
 
-        let (hint_tx, hint_rx) = std_mpsc::channel::<u32>();
+        let (hint_tx, hint_rx) = std_mpsc::channel::<Hint>();
         let (proc_tx, proc_rx) = std_mpsc::channel::<ProcessUpdate>();
         let mut tracer = Tracer::new(TracerConfig {
             host: HostInfo::detect(),
@@ -277,6 +277,7 @@ impl Lifecycle for EbpfReceiver {
             discovery,
             probes,
             hints: hint_rx,
+            rechecks: Vec::new(),
             updates: proc_tx,
             stop: stop.clone(),
             stats: self.stats.clone(),
@@ -329,7 +330,7 @@ struct Handler {
     hot: HotPath,
     traces_tx: Option<mpsc::Sender<Payload>>,
     metrics_tx: Option<mpsc::Sender<Payload>>,
-    hint_tx: std_mpsc::Sender<u32>,
+    hint_tx: std_mpsc::Sender<Hint>,
     proc_rx: std_mpsc::Receiver<ProcessUpdate>,
     /// Pids discovery has described.
     known: HashSet<u32, FastHash>,
@@ -393,11 +394,14 @@ impl RawEventHandler for Handler {
             .inspect_err(|_| self.stats.bad_records.add(1))?;
         match seen {
             Seen::Hint { pid } => {
-                let _ = self.hint_tx.send(pid);
+                let _ = self.hint_tx.send(Hint { pid, listen: false });
+            }
+            Seen::Listen { pid } => {
+                let _ = self.hint_tx.send(Hint { pid, listen: true });
             }
             Seen::Data { pid } => {
                 if !self.known.contains(&pid) && self.hinted.insert(pid) {
-                    let _ = self.hint_tx.send(pid);
+                    let _ = self.hint_tx.send(Hint { pid, listen: false });
                 }
             }
             Seen::Other => {}
@@ -455,11 +459,26 @@ impl RawEventHandler for Handler {
     }
 }
 
+/// A process to examine now, from a kernel event.
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    pid: u32,
+    /// It started listening. With the socket-layer hooks the hint comes from the socket's move to
+    /// TCP_LISTEN, just before the kernel makes the socket visible in /proc/net/tcp: a process
+    /// examined that early may not show the port yet, so one that is not selected is examined
+    /// once more [`LISTEN_RECHECK_AFTER`] later.
+    listen: bool,
+}
+
+const LISTEN_RECHECK_AFTER: Duration = Duration::from_millis(50);
+
 /// Owns /proc scanning and the kernel's selection maps, off the hot path.
 struct DiscoveryWorker {
     discovery: Discovery,
     probes: Arc<Probes>,
-    hints: std_mpsc::Receiver<u32>,
+    hints: std_mpsc::Receiver<Hint>,
+    /// Listening processes not selected when examined, to look at once more (see [`Hint`]).
+    rechecks: Vec<(Instant, u32)>,
     updates: std_mpsc::Sender<ProcessUpdate>,
     stop: Arc<AtomicBool>,
     stats: Stats,
@@ -469,19 +488,42 @@ struct DiscoveryWorker {
 impl DiscoveryWorker {
     fn run(mut self) {
         while !self.stop.load(Ordering::Relaxed) {
-            let mut pids = Vec::new();
-            if let Ok(p) = self.hints.recv_timeout(Duration::from_millis(100)) {
-                pids.push(p);
-                while let Ok(p) = self.hints.try_recv() {
-                    pids.push(p);
+            let now = Instant::now();
+            let wait = self
+                .rechecks
+                .iter()
+                .map(|(at, _)| at.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
+            let mut hints = Vec::new();
+            if let Ok(h) = self.hints.recv_timeout(wait) {
+                hints.push(h);
+                while let Ok(h) = self.hints.try_recv() {
+                    hints.push(h);
                 }
             }
+            let now = Instant::now();
+            let mut pids: Vec<u32> = hints.iter().map(|h| h.pid).collect();
+            self.rechecks.retain(|&(at, pid)| {
+                let due = at <= now;
+                if due {
+                    pids.push(pid);
+                }
+                !due
+            });
             if !pids.is_empty() {
                 pids.sort_unstable();
                 pids.dedup();
                 let diff = self.discovery.examine_many(&pids);
                 self.apply(diff);
                 self.unselect_forks_not_selected(&pids);
+                for h in hints.iter().filter(|h| h.listen) {
+                    // Bounded: a storm of listening processes costs one more look each at most.
+                    if self.discovery.process(h.pid).is_none() && self.rechecks.len() < 1024 {
+                        self.rechecks.push((now + LISTEN_RECHECK_AFTER, h.pid));
+                    }
+                }
             }
             let diff = self.discovery.tick(Instant::now());
             self.apply(diff);

@@ -56,11 +56,22 @@ pub fn shared_dir() -> PathBuf {
         .expect("../shared/seed not found beside the checkout")
 }
 
+/// A loopback port nothing listens on now, never the same twice in one test process: the kernel
+/// may hand the port just released to the next bind, and two ports of one test must differ.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no unused loopback port in 1000 tries");
 }
 
 /// A child process killed (and reaped) on drop.

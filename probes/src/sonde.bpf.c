@@ -27,30 +27,44 @@
  */
 #include "sonde_common.h"
 
-/* Every TCP connection set up while the programs are loaded, and every one a selected process
- * has moved data on, by the kernel address of its struct sock. The life-cycle program adds a
- * connection when it starts (SYN_SENT: client side, SYN_RECV: server side; any process: setup
- * runs in softirq context for the server side, where nothing says whose socket it is) and
- * removes it when it reaches TCP_CLOSE. The data programs fill in the rest the first time a
- * selected process uses it, so that later events copy it instead of reading the socket again.
- * LRU: a connection whose end was missed is evicted, never blocks a new one. */
+/* Every TCP connection set up while the programs are loaded, by the kernel address of its
+ * struct sock: the life-cycle program adds it when it starts (SYN_SENT: client side, SYN_RECV:
+ * server side; for any process: the server side is set up in softirq context, where nothing says
+ * whose socket it is) and removes it when it reaches TCP_CLOSE. LRU: bounded whatever the
+ * machine does; a connection whose end was missed is evicted, never blocks a new one. */
+struct sonde_setup {
+	__u64 start_ts; /* boot ns when it was set up */
+	__u8 role;      /* enum sonde_role */
+	__u8 _pad[7];
+};
+
+#define SONDE_MAX_SETUPS 131072
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SONDE_MAX_SETUPS);
+	__type(key, __u64);
+	__type(value, struct sonde_setup);
+} sonde_setups SEC(".maps");
+
+/* A connection a selected process moved data on, in the socket's own storage (freed with the
+ * socket; one pointer load to find, where a hash lookup cost ~40 ns more per event): what the
+ * first data event read from the socket and the process, copied by every later event. */
 struct sonde_conn {
 	__u64 start_ts;           /* boot ns when it was set up; 0: before the programs were loaded */
 	__u64 cgroup_id;          /* of the process, when it was first seen using it */
 	struct sonde_tuple tuple; /* a connected TCP socket's tuple does not change: read once */
-	__u32 tgid;               /* the selected process seen using it; 0: none yet */
+	__u32 tgid;               /* the selected process seen using it */
 	__s32 fd;                 /* its descriptor there, when the syscall said (else -1) */
 	__u8 role;                /* enum sonde_role */
 	__u8 _pad[7];
 	char comm[16];
 };
 
-#define SONDE_MAX_CONNS 131072
-
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SONDE_MAX_CONNS);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct sonde_conn);
 } sonde_conns SEC(".maps");
 
@@ -142,10 +156,12 @@ static __always_inline bool nothing_moved_before(struct sock *sk, long ret, __u8
  * any process's syscall), reads tuple, comm and cgroup once, and caches them. When the
  * connection was set up while the programs were loaded and nothing moved on it before, a
  * Connection event (ACCEPT/CONNECT) with the setup time goes first, so userspace knows it sees
- * the connection from its start. Fills nc; returns false if the socket is not to be traced. */
+ * the connection from its start. `other` is the connection as another selected process left
+ * it (a socket shared across fork), if any. Fills nc; returns false if the socket is not to be
+ * traced. */
 static __always_inline bool first_sight(struct sock *sk, __u16 family, __u32 tgid,
 					__u64 pid_tgid, struct sonde_call *call, long ret,
-					__u8 dir, struct sonde_conn *known, struct sonde_conn *nc)
+					__u8 dir, struct sonde_conn *other, struct sonde_conn *nc)
 {
 	struct socket *so = sk->sk_socket;
 	if (!so || !so->file) {
@@ -158,16 +174,22 @@ static __always_inline bool first_sight(struct sock *sk, __u16 family, __u32 tgi
 	nc->fd = call->fd;
 	nc->role = SONDE_ROLE_UNKNOWN;
 	bool fresh = false;
-	if (known) {
-		nc->start_ts = known->start_ts;
-		nc->role = known->role;
-		fresh = !known->tgid && nc->start_ts && nc->role != SONDE_ROLE_UNKNOWN &&
-			nothing_moved_before(sk, ret, dir);
+	struct sonde_setup *setup = bpf_map_lookup_elem(&sonde_setups, &id);
+	if (other) {
+		nc->start_ts = other->start_ts;
+		nc->role = other->role;
+	} else if (setup) {
+		nc->start_ts = setup->start_ts;
+		nc->role = setup->role;
+		fresh = nothing_moved_before(sk, ret, dir);
 	}
 	nc->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(nc->comm, sizeof(nc->comm));
 	read_tuple(sk, family, &nc->tuple);
-	bpf_map_update_elem(&sonde_conns, &id, nc, BPF_ANY);
+	struct sonde_conn *stored =
+		bpf_sk_storage_get(&sonde_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (stored)
+		__builtin_memcpy(stored, nc, sizeof(*nc));
 
 	if (fresh) {
 		struct sonde_event_header *c = bpf_ringbuf_reserve(&sonde_events, sizeof(*c), 0);
@@ -221,7 +243,7 @@ static __always_inline int on_msg(struct sock *sk, int ret, int flags, __u8 dir)
 	current_call(bpf_get_current_task_btf(), &call);
 
 	__u64 id = (__u64)sk;
-	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &id);
+	struct sonde_conn *c = bpf_sk_storage_get(&sonde_conns, sk, 0, 0);
 	struct sonde_conn seen;
 	if (!c || c->tgid != tgid) {
 		if (!first_sight(sk, family, tgid, pid_tgid, &call, ret, dir, c, &seen))
@@ -287,12 +309,11 @@ int BPF_PROG(sonde_sock_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	__u64 id = (__u64)sk;
 	if (newstate == SONDE_TCP_SYN_SENT || newstate == SONDE_TCP_SYN_RECV) {
-		struct sonde_conn nc = {
+		struct sonde_setup setup = {
 			.start_ts = bpf_ktime_get_boot_ns(),
-			.fd = -1,
 			.role = newstate == SONDE_TCP_SYN_SENT ? SONDE_ROLE_CLIENT : SONDE_ROLE_SERVER,
 		};
-		bpf_map_update_elem(&sonde_conns, &id, &nc, BPF_ANY);
+		bpf_map_update_elem(&sonde_setups, &id, &setup, BPF_ANY);
 		return 0;
 	}
 	if (newstate == SONDE_TCP_LISTEN) {
@@ -301,13 +322,15 @@ int BPF_PROG(sonde_sock_state, struct sock *sk, int oldstate, int newstate)
 	}
 	if (newstate != SONDE_TCP_CLOSE)
 		return 0;
-	struct sonde_conn *c = bpf_map_lookup_elem(&sonde_conns, &id);
+	bpf_map_delete_elem(&sonde_setups, &id);
+	struct sonde_conn *c = bpf_sk_storage_get(&sonde_conns, sk, 0, 0);
 	if (!c)
 		return 0;
 	__u32 tgid = c->tgid;
 	int fd = c->fd;
 	__u8 role = c->role;
-	bpf_map_delete_elem(&sonde_conns, &id);
+	/* The socket may be connected again (connect after a disconnect): start afresh then. */
+	bpf_sk_storage_delete(&sonde_conns, sk);
 	if (!tgid)
 		return 0;
 

@@ -280,10 +280,6 @@ int BPF_PROG(sonde_sock_recv, struct sock *sk, int ret, int flags)
  * forgotten when it reaches TCP_CLOSE, which every TCP socket does exactly once per connection
  * whatever ended it (close and the FIN exchange, a reset, an abort, its process dying). A
  * traced connection's end is reported then. A socket entering TCP_LISTEN is a discovery hint. */
-#define SONDE_TCP_SYN_SENT 2
-#define SONDE_TCP_SYN_RECV 3
-#define SONDE_TCP_CLOSE 7
-#define SONDE_TCP_LISTEN 10
 
 static __always_inline void listen_hint(struct sock *sk)
 {

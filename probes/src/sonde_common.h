@@ -181,6 +181,12 @@ static __always_inline void submit_header(struct sonde_event_header *src)
 	count(SONDE_CNT_EVENTS);
 }
 
+/* TCP states (include/net/tcp_states.h), as sock:inet_sock_set_state reports them. */
+#define SONDE_TCP_SYN_SENT 2
+#define SONDE_TCP_SYN_RECV 3
+#define SONDE_TCP_CLOSE 7
+#define SONDE_TCP_LISTEN 10
+
 /* x86-64 syscall numbers, and where each data syscall keeps its bytes. */
 #define NR_READ 0
 #define NR_WRITE 1

@@ -391,7 +391,6 @@ int sonde_exit_close(struct sonde_sys_exit_ctx *ctx)
  * here, once: whichever of this and sys_exit_close comes first removes the socket from both
  * caches. Fires for every socket state change on the machine; untraced sockets cost one hash
  * lookup. */
-#define SONDE_TCP_CLOSE 7
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(sonde_sock_state, struct sock *sk, int oldstate, int newstate)
 {

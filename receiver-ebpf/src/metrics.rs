@@ -127,6 +127,9 @@ pub struct HttpMetrics {
     processes: HashMap<u32, Arc<ProcessMeta>, FastHash>,
     gone: HashSet<u32>,
     overflowed: u64,
+    /// The series the last span went to, by its group key: spans come in runs of the same
+    /// series, and this skips hashing the route for them.
+    last: Option<(GroupKey, usize)>,
 }
 
 fn static_method(m: &str) -> &'static str {
@@ -155,6 +158,7 @@ impl HttpMetrics {
             processes: HashMap::default(),
             gone: HashSet::new(),
             overflowed: 0,
+            last: None,
         }
     }
 
@@ -182,13 +186,24 @@ impl HttpMetrics {
             method: static_method(&span.exchange.method),
             status: span.status,
         };
-        let idx = match self
-            .index
-            .get(&key)
-            .and_then(|m| m.get(span.route.as_str()))
-        {
-            Some(&i) => i,
-            None => self.new_series(key, &span.route, span.start_unix_nano),
+        let same = |(k, i): &(GroupKey, usize)| {
+            *k == key
+                && matches!(&self.series[*i].key, Some((_, r)) if r.as_str() == span.route.as_str())
+        };
+        let idx = match self.last.as_ref().filter(|l| same(l)) {
+            Some(&(_, i)) => i,
+            None => {
+                let i = match self
+                    .index
+                    .get(&key)
+                    .and_then(|m| m.get(span.route.as_str()))
+                {
+                    Some(&i) => i,
+                    None => self.new_series(key, &span.route, span.start_unix_nano),
+                };
+                self.last = Some((key, i));
+                i
+            }
         };
         let s = &mut self.series[idx];
         s.duration
@@ -364,6 +379,7 @@ impl HttpMetrics {
         }
         let gone = std::mem::take(&mut self.gone);
         self.series.retain(|s| !gone.contains(&s.pid));
+        self.last = None;
         for pid in &gone {
             self.processes.remove(pid);
         }

@@ -17,6 +17,7 @@ const VARINT: u8 = 0;
 const I64: u8 = 1;
 const I32: u8 = 5;
 
+#[inline(always)]
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -25,14 +26,19 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline(always)]
 fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    // ceil(bits / 7) without a division: (bits * 9 + 64) / 64 for bits in 1..=64.
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    (bits * 9 + 64) >> 6
 }
 
+#[inline(always)]
 fn put_tag(buf: &mut Vec<u8>, field: u32, wire_type: u8) {
     put_varint(buf, u64::from(field) << 3 | u64::from(wire_type));
 }
 
+#[inline(always)]
 fn put_bytes(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
     put_tag(buf, field, LEN);
     put_varint(buf, data.len() as u64);
@@ -40,12 +46,14 @@ fn put_bytes(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
 }
 
 /// Length of a LEN field's tag (for fields 1-15) + length prefix + contents.
+#[inline(always)]
 fn len_field(contents: usize) -> usize {
     1 + varint_len(contents as u64) + contents
 }
 
 /// A `KeyValue` (as field `field` of its parent) whose `AnyValue` is `value_len` bytes, written
 /// by `value`.
+#[inline(always)]
 fn put_kv(
     buf: &mut Vec<u8>,
     field: u32,
@@ -62,17 +70,33 @@ fn put_kv(
     value(buf);
 }
 
+#[inline(always)]
 fn put_kv_str(buf: &mut Vec<u8>, field: u32, key: &str, v: &str) {
     put_kv(buf, field, key, len_field(v.len()), |b| {
         put_bytes(b, 1, v.as_bytes())
     });
 }
 
+#[inline(always)]
 fn put_kv_int(buf: &mut Vec<u8>, field: u32, key: &str, v: i64) {
     put_kv(buf, field, key, 1 + varint_len(v as u64), |b| {
         put_tag(b, 3, VARINT);
         put_varint(b, v as u64);
     });
+}
+
+/// Writes the length of the field contents that follow a two-byte placeholder at `buf[at..]`
+/// into the placeholder, moving the contents when the length needs other than two bytes.
+fn fix_length(buf: &mut Vec<u8>, at: usize, tmp: &mut Vec<u8>) {
+    let len = buf.len() - at - 2;
+    if (128..16_384).contains(&len) {
+        buf[at] = (len as u8) | 0x80;
+        buf[at + 1] = (len >> 7) as u8;
+    } else {
+        tmp.clear();
+        put_varint(tmp, len as u64);
+        buf.splice(at..at + 2, tmp.iter().copied());
+    }
 }
 
 /// Any `KeyValue` with a scalar value (what resources here carry).
@@ -114,9 +138,11 @@ fn encode_scope() -> Vec<u8> {
 struct WireAttrs<'a>(&'a mut Vec<u8>);
 
 impl AttrSink for WireAttrs<'_> {
+    #[inline(always)]
     fn str(&mut self, key: &'static str, value: &str) {
         put_kv_str(self.0, 9, key, value);
     }
+    #[inline(always)]
     fn int(&mut self, key: &'static str, value: i64) {
         put_kv_int(self.0, 9, key, value);
     }
@@ -125,6 +151,7 @@ impl AttrSink for WireAttrs<'_> {
 /// Encodes batches of spans, reusing its buffers.
 pub struct TraceEncoder {
     scope: Vec<u8>,
+    /// A span's length prefix when it is not two bytes long.
     span: Vec<u8>,
     spans: Vec<u8>,
     scratch: String,
@@ -134,7 +161,7 @@ impl Default for TraceEncoder {
     fn default() -> Self {
         TraceEncoder {
             scope: encode_scope(),
-            span: Vec::with_capacity(1024),
+            span: Vec::with_capacity(8),
             spans: Vec::with_capacity(64 * 1024),
             scratch: String::with_capacity(128),
         }
@@ -156,7 +183,6 @@ impl TraceEncoder {
             self.spans.clear();
             for s in spans.iter().filter(|s| Arc::ptr_eq(&s.process, process)) {
                 self.encode_span(s);
-                put_bytes(&mut self.spans, 2, &self.span);
             }
             let resource = &process.resource_encoded;
             let scope_spans = len_field(self.scope.len()) + self.spans.len();
@@ -178,9 +204,16 @@ impl TraceEncoder {
         Payload::from_own_encoding(Signal::Traces, bytes, spans.len())
     }
 
+    /// Appends `s` to `self.spans` as field 2 (`spans`) of a `ScopeSpans`. The span is written
+    /// in place after a two-byte length (what spans of 128 B to 16 KiB need), fixed up after.
     fn encode_span(&mut self, s: &SpanRecord) {
-        let buf = &mut self.span;
-        buf.clear();
+        let at = self.spans.len();
+        self.spans.extend_from_slice(&[(2 << 3) | LEN, 0, 0]);
+        Self::encode_span_fields(&mut self.spans, &mut self.scratch, s);
+        fix_length(&mut self.spans, at + 1, &mut self.span);
+    }
+
+    fn encode_span_fields(buf: &mut Vec<u8>, scratch: &mut String, s: &SpanRecord) {
         put_bytes(buf, 1, &s.trace_id);
         put_bytes(buf, 2, &s.span_id);
         if let Some(p) = &s.parent_span_id {
@@ -206,7 +239,7 @@ impl TraceEncoder {
         buf.extend_from_slice(&s.start_unix_nano.to_le_bytes());
         put_tag(buf, 8, I64);
         buf.extend_from_slice(&s.end_unix_nano.to_le_bytes());
-        s.visit_attributes(&mut self.scratch, &mut WireAttrs(buf));
+        s.visit_attributes(scratch, &mut WireAttrs(buf));
         if s.error_kind().is_some() {
             // Status { code: STATUS_CODE_ERROR (2) }
             put_tag(buf, 15, LEN);
@@ -335,10 +368,29 @@ mod tests {
 
     #[test]
     fn varint_lengths() {
-        for v in [0u64, 1, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+        let mut values = vec![0u64, u64::MAX];
+        for bit in 0..64 {
+            values.extend([(1u64 << bit) - 1, 1 << bit, (1 << bit) + 1]);
+        }
+        for v in values {
             let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn length_placeholders_are_fixed_up_for_any_length() {
+        let mut tmp = Vec::new();
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000, 3_000_000] {
+            let contents: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut buf = vec![7u8, 0, 0];
+            buf.extend_from_slice(&contents);
+            fix_length(&mut buf, 1, &mut tmp);
+            let mut want = vec![7u8];
+            put_varint(&mut want, len as u64);
+            want.extend_from_slice(&contents);
+            assert_eq!(buf, want, "{len}");
         }
     }
 }

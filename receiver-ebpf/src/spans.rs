@@ -323,6 +323,8 @@ impl SpanRecord {
             scratch.clear();
             push_ip(scratch, a.ip());
         };
+        // Whether `scratch` holds the peer's address already (formatted once per span).
+        let mut peer_in_scratch = false;
         match self.kind {
             SpanKind::Server => {
                 match self.host_header_name() {
@@ -334,6 +336,7 @@ impl SpanRecord {
                 }
                 sink.int("server.port", i64::from(local.port()));
                 ip(scratch, peer);
+                peer_in_scratch = true;
                 sink.str("client.address", scratch);
             }
             SpanKind::Client => {
@@ -344,13 +347,16 @@ impl SpanRecord {
                     Some(h) => sink.str("server.address", h),
                     None => {
                         ip(scratch, peer);
+                        peer_in_scratch = true;
                         sink.str("server.address", scratch);
                     }
                 }
                 sink.int("server.port", i64::from(peer.port()));
             }
         }
-        ip(scratch, peer);
+        if !peer_in_scratch {
+            ip(scratch, peer);
+        }
         sink.str("network.peer.address", scratch);
         sink.int("network.peer.port", i64::from(peer.port()));
         if let Some(v) = ex.version.strip_prefix("HTTP/") {

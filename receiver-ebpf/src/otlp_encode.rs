@@ -152,7 +152,7 @@ impl AttrSink for WireAttrs<'_> {
 pub struct TraceEncoder {
     scope: Vec<u8>,
     /// A span's length prefix when it is not two bytes long.
-    span: Vec<u8>,
+    len_prefix: Vec<u8>,
     spans: Vec<u8>,
     scratch: String,
 }
@@ -161,7 +161,7 @@ impl Default for TraceEncoder {
     fn default() -> Self {
         TraceEncoder {
             scope: encode_scope(),
-            span: Vec::with_capacity(8),
+            len_prefix: Vec::with_capacity(8),
             spans: Vec::with_capacity(64 * 1024),
             scratch: String::with_capacity(128),
         }
@@ -210,7 +210,7 @@ impl TraceEncoder {
         let at = self.spans.len();
         self.spans.extend_from_slice(&[(2 << 3) | LEN, 0, 0]);
         Self::encode_span_fields(&mut self.spans, &mut self.scratch, s);
-        fix_length(&mut self.spans, at + 1, &mut self.span);
+        fix_length(&mut self.spans, at + 1, &mut self.len_prefix);
     }
 
     fn encode_span_fields(buf: &mut Vec<u8>, scratch: &mut String, s: &SpanRecord) {

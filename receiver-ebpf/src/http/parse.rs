@@ -165,7 +165,7 @@ pub(crate) fn parse_head(buf: &[u8], max_headers: usize) -> Option<Head<'_>> {
 /// [`parse_head`] on bytes that may go past the head; also returns where the head ends (just
 /// past its blank line), if it does within `buf`. One pass over the lines.
 pub(crate) fn parse_head_end(buf: &[u8], max_headers: usize) -> Option<(Head<'_>, Option<usize>)> {
-    let mut newlines = memchr::memchr_iter(b'\n', buf);
+    let mut newlines = Newlines { buf, at: 0 };
     let (line, mut start, line_complete) = match newlines.next() {
         Some(i) => (trim_cr(&buf[..i]), i + 1, true),
         None => (buf, buf.len(), false),
@@ -292,6 +292,47 @@ fn parse_u64(v: &[u8]) -> Option<u64> {
         c.is_ascii_digit()
             .then(|| acc.checked_mul(10)?.checked_add(u64::from(c - b'0')))?
     })
+}
+
+/// Positions of the `\n`s in a head, eight bytes per step in plain code: header lines are short,
+/// and a `memchr` call per line cost more than the scan itself.
+struct Newlines<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Iterator for Newlines<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let buf = self.buf;
+        let mut i = self.at;
+        while let Some(chunk) = buf.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\n'));
+            // The lowest byte flagged is the first zero byte of x (higher flags may be false).
+            let zero = x.wrapping_sub(ONES) & !x & HIGH;
+            if zero != 0 {
+                let found = i + (zero.trailing_zeros() / 8) as usize;
+                self.at = found + 1;
+                return Some(found);
+            }
+            i += 8;
+        }
+        while let Some(&b) = buf.get(i) {
+            if b == b'\n' {
+                self.at = i + 1;
+                return Some(i);
+            }
+            i += 1;
+        }
+        self.at = buf.len();
+        None
+    }
 }
 
 pub(crate) fn find(b: &[u8], c: u8) -> Option<usize> {
@@ -482,6 +523,29 @@ impl Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newlines_are_found_where_memchr_finds_them() {
+        // Every position of up to three newlines in buffers of 0..40 bytes, with bytes that
+        // look like a newline to a careless word trick (0x0b, 0x8a, 0x09) around them.
+        for len in 0..40usize {
+            for fill in [b'a', 0x0b, 0x8a, 0x09, 0xff, 0x00] {
+                for a in 0..=len {
+                    for step in [1usize, 3, 8, 9] {
+                        let mut buf = vec![fill; len];
+                        for p in [a, a + step, a + 2 * step] {
+                            if p < len {
+                                buf[p] = b'\n';
+                            }
+                        }
+                        let got: Vec<usize> = Newlines { buf: &buf, at: 0 }.collect();
+                        let want: Vec<usize> = memchr::memchr_iter(b'\n', &buf).collect();
+                        assert_eq!(got, want, "{buf:?}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn classify_starts() {

@@ -682,11 +682,10 @@ impl Linker {
         }
         n.in_thread = false;
         let key = (n.pid, n.tid);
+        // An emptied list stays for the thread's next request (no allocation per request);
+        // `sweep` drops the ones still empty.
         if let Some(list) = self.threads.get_mut(&key) {
             list.retain(|x| *x != id);
-            if list.is_empty() {
-                self.threads.remove(&key);
-            }
         }
     }
 
@@ -712,11 +711,9 @@ impl Linker {
             })
             .min()
             .map(|(_, i)| i);
-        let found = best.map(|i| list.swap_remove(i));
-        if list.is_empty() {
-            index.remove(key);
-        }
-        found
+        // Emptied lists stay for the connection's next request; `sweep` drops the ones still
+        // empty.
+        best.map(|i| list.swap_remove(i))
     }
 
     /// Makes `parent` the parent of `child` unless that would close a loop.
